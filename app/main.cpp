@@ -1,0 +1,99 @@
+// pgshelf: a transparent caching proxy for PostgreSQL.
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/config.hpp"
+#include "proxy/proxy_server.hpp"
+
+#ifndef PGSHELF_VERSION
+#define PGSHELF_VERSION "0.0.0"
+#endif
+
+namespace {
+
+constexpr std::string_view usage_text = R"(NAME
+    pgshelf - transparent caching proxy for PostgreSQL
+
+SYNOPSIS
+    pgshelf [--config FILE]
+    pgshelf --version
+    pgshelf --help
+
+DESCRIPTION
+    pgshelf speaks the PostgreSQL wire protocol to clients and to the server.
+    Point an application's DATABASE_URL at pgshelf instead of PostgreSQL;
+    authentication, users and databases are the server's own.
+
+OPTIONS
+    --config FILE   Read settings from a TOML file. Without one, defaults and
+                    environment variables are enough to run.
+    --version       Print the version and exit.
+    --help          Print this text and exit.
+
+ENVIRONMENT
+    Every setting can be given as PGSHELF_<SECTION>_<KEY>, for example
+    PGSHELF_PROXY_WORKERS=4. Short forms:
+    PGSHELF_LISTEN      host:port to accept clients on (default 127.0.0.1:6432)
+    PGSHELF_UPSTREAM    PostgreSQL URL, e.g. postgres://db:5432?sslmode=require
+    REDIS_URL           redis://[user:password@]host:port/db
+
+SIGNALS
+    SIGTERM, SIGINT     Stop accepting, let sessions finish their work (up to
+                        proxy.shutdown_timeout), then exit 0. A second signal
+                        exits at once.
+
+EXIT STATUS
+    0 after a clean shutdown, 1 when the listen address cannot be used,
+    2 for configuration errors.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::optional<std::string> config_file;
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view arg = argv[i];
+        if (arg == "--help" || arg == "-h") {
+            std::cout << usage_text;
+            return 0;
+        }
+        if (arg == "--version" || arg == "-V") {
+            std::cout << "pgshelf " << PGSHELF_VERSION << "\n";
+            return 0;
+        }
+        if (arg == "--config" && i + 1 < argc) {
+            config_file = argv[++i];
+            continue;
+        }
+        if (arg.starts_with("--config=")) {
+            config_file = std::string(arg.substr(9));
+            continue;
+        }
+        std::cerr << "pgshelf: unknown argument '" << arg << "' (see pgshelf --help)\n";
+        return 2;
+    }
+
+    auto loaded = pgshelf::proxy::load_config(config_file, pgshelf::proxy::process_environment());
+    if (!loaded.ok()) {
+        for (const auto& error : loaded.errors) {
+            std::cerr << "pgshelf: " << error.to_string() << "\n";
+        }
+        return 2;
+    }
+    spdlog::set_level(spdlog::level::from_str(loaded.config.log.level));
+    // Writes to a vanished TLS peer must fail with EPIPE, not kill the process.
+    std::signal(SIGPIPE, SIG_IGN);
+    try {
+        pgshelf::proxy::ProxyServer server(std::move(loaded.config));
+        return server.run();
+    } catch (const std::exception& e) {
+        std::cerr << "pgshelf: " << e.what() << "\n";
+        return 2;
+    }
+}

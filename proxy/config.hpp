@@ -1,0 +1,88 @@
+// pgshelf's configuration: one TOML file, every setting overridable from
+// the environment as PGSHELF_<SECTION>_<KEY>, plus the short forms
+// PGSHELF_LISTEN (host:port), PGSHELF_UPSTREAM (a PostgreSQL URL) and
+// REDIS_URL. With no file, defaults plus environment are enough to run.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace pgshelf::proxy {
+
+enum class SslMode { disable, prefer, require, verify_ca, verify_full };
+
+struct Endpoint {
+    std::string host;
+    std::uint16_t port = 0;
+};
+
+struct UpstreamConfig {
+    Endpoint endpoint{"127.0.0.1", 5432};
+    SslMode sslmode = SslMode::prefer;
+    std::string sslrootcert;  // CA bundle for verify-ca / verify-full
+    std::chrono::milliseconds connect_timeout{5000};
+};
+
+struct Config {
+    Endpoint listen{"127.0.0.1", 6432};
+    UpstreamConfig upstream;
+    struct {
+        std::string cert_file;  // TLS to clients is on when both are set
+        std::string key_file;
+    } tls;
+    struct {
+        unsigned workers = 0;  // 0 = one per core
+        std::chrono::milliseconds startup_timeout{10'000};
+        std::chrono::milliseconds shutdown_timeout{30'000};
+        std::uint64_t max_message_size = 1ull << 30;
+        unsigned max_connections = 10'000;
+    } proxy;
+    struct {
+        std::string level = "info";
+        std::string format = "text";
+    } log;
+    struct {
+        std::string url;  // redis://[user:password@]host:port/db; empty = caching off
+    } redis;
+};
+
+struct ConfigError {
+    std::string source;  // file path, or the environment variable's name
+    int line = 0;        // 0 when not from a file
+    std::string key;     // section.key
+    std::string message;
+    std::string to_string() const;
+};
+
+struct ConfigResult {
+    Config config;
+    std::vector<ConfigError> errors;
+    bool ok() const { return errors.empty(); }
+};
+
+using Environment = std::map<std::string, std::string>;
+Environment process_environment();
+
+// Defaults, then `file` (if given), then `env`. Every problem is collected.
+ConfigResult load_config(const std::optional<std::string>& file, const Environment& env);
+
+// postgres://[user[:password]@]host[:port][/db][?sslmode=..&sslrootcert=..&connect_timeout=..]
+// fills `out`; returns an error message or empty.
+std::string parse_upstream_url(std::string_view url, UpstreamConfig& out);
+
+std::string_view to_string(SslMode mode);
+
+// The documented list of settings: section.key, environment variable, default.
+struct SettingDoc {
+    std::string key;
+    std::string env;
+    std::string default_value;
+    std::string description;
+};
+std::vector<SettingDoc> setting_docs();
+
+}  // namespace pgshelf::proxy

@@ -1,0 +1,415 @@
+// Protocol bookkeeping for one client session. See session_state.hpp.
+#include "proxy/session_state.hpp"
+
+#include <algorithm>
+
+namespace pgshelf::proxy {
+
+using cache_rules::SettingChange;
+
+namespace {
+
+// Settings effect of a statement text; the parse only runs when a cheap
+// scan says the text could touch settings at all.
+void attach_settings(SessionState::Pending& p, std::string_view sql, bool sql_complete) {
+    if (!sql_complete) {
+        // Only a prefix was seen; a huge statement is not a SET, but it
+        // could call set_config().
+        p.settings_opaque = cache_rules::may_change_settings(sql);
+        return;
+    }
+    if (!cache_rules::may_change_settings(sql)) {
+        return;
+    }
+    auto effect = cache_rules::analyze_settings(sql);
+    p.settings = std::move(effect.changes);
+    p.settings_opaque = effect.opaque;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------ frontend
+
+void SessionState::push(Pending p) {
+    if (p.kind == RequestKind::sync) {
+        ++pending_syncs_;
+    }
+    pending_.push_back(std::move(p));
+}
+
+void SessionState::on_query(std::string_view sql) {
+    if (skipping_to_sync_) {
+        return;  // the server ignores everything up to Sync
+    }
+    Pending p{RequestKind::query};
+    attach_settings(p, sql, true);
+    // A simple Query destroys the unnamed statement and the unnamed portal.
+    if (auto it = statements_.find(""); it != statements_.end()) {
+        p.previous_statement = std::move(it->second);
+        statements_.erase(it);
+    }
+    if (auto it = portals_.find(""); it != portals_.end()) {
+        p.previous_portal = std::move(it->second);
+        portals_.erase(it);
+    }
+    push(std::move(p));
+}
+
+void SessionState::on_parse(std::string_view name, std::string_view sql,
+                            const std::vector<std::uint32_t>& param_types, bool sql_complete) {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{RequestKind::parse};
+    p.name = name;
+    if (auto it = statements_.find(p.name); it != statements_.end()) {
+        // Re-parsing a named statement fails on the server (42P05) and the
+        // error undoes this; the unnamed one is simply replaced.
+        p.previous_statement = it->second;
+    }
+    statements_[p.name] = PreparedStatement{std::string(sql), param_types};
+    // Settings changes of a prepared statement apply when it is executed.
+    push(std::move(p));
+    if (!sql_complete) {
+        statements_[std::string(name)].sql.clear();
+    }
+}
+
+void SessionState::on_bind(std::string_view portal, std::string_view statement) {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{RequestKind::bind};
+    p.name = portal;
+    if (auto it = portals_.find(p.name); it != portals_.end()) {
+        p.previous_portal = it->second;
+    }
+    portals_[p.name] = Portal{std::string(statement)};
+    push(std::move(p));
+}
+
+void SessionState::on_describe(char kind, std::string_view name) {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{kind == 'S' ? RequestKind::describe_statement : RequestKind::describe_portal};
+    p.name = name;
+    push(std::move(p));
+}
+
+void SessionState::on_execute(std::string_view portal, std::int32_t max_rows) {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{RequestKind::execute};
+    p.name = portal;
+    if (const Portal* bound = this->portal(portal)) {
+        if (const PreparedStatement* stmt = statement(bound->statement)) {
+            attach_settings(p, stmt->sql, !stmt->sql.empty());
+        }
+    }
+    push(std::move(p));
+}
+
+void SessionState::on_close(char kind, std::string_view name) {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{RequestKind::close};
+    p.name = name;
+    p.statement_kind = kind == 'S';
+    if (p.statement_kind) {
+        if (auto it = statements_.find(p.name); it != statements_.end()) {
+            p.previous_statement = std::move(it->second);
+            statements_.erase(it);
+        }
+    } else if (auto it = portals_.find(p.name); it != portals_.end()) {
+        p.previous_portal = std::move(it->second);
+        portals_.erase(it);
+    }
+    push(std::move(p));
+}
+
+void SessionState::on_sync() {
+    skipping_to_sync_ = false;
+    push(Pending{RequestKind::sync});
+}
+
+void SessionState::on_function_call() {
+    if (skipping_to_sync_) {
+        return;
+    }
+    Pending p{RequestKind::function_call};
+    p.settings_opaque = true;  // any function may call set_config()
+    push(std::move(p));
+}
+
+// ------------------------------------------------------------ backend
+
+bool SessionState::complete_front(std::initializer_list<RequestKind> kinds) {
+    if (pending_.empty() || std::find(kinds.begin(), kinds.end(), pending_.front().kind) == kinds.end()) {
+        ++desyncs_;
+        return false;
+    }
+    if (pending_.front().kind == RequestKind::sync) {
+        --pending_syncs_;
+    }
+    pending_.pop_front();
+    return true;
+}
+
+void SessionState::on_parse_complete() { complete_front({RequestKind::parse}); }
+void SessionState::on_bind_complete() { complete_front({RequestKind::bind}); }
+void SessionState::on_close_complete() { complete_front({RequestKind::close}); }
+
+void SessionState::on_parameter_description() {
+    // First half of a statement Describe; RowDescription or NoData completes it.
+    if (pending_.empty() || pending_.front().kind != RequestKind::describe_statement) {
+        ++desyncs_;
+    }
+}
+
+void SessionState::on_row_description() {
+    // Also sent inside a simple Query's or an Execute's result; only a
+    // Describe waits for it as its completion.
+    if (!pending_.empty() && (pending_.front().kind == RequestKind::describe_statement ||
+                              pending_.front().kind == RequestKind::describe_portal)) {
+        pending_.pop_front();
+    }
+}
+
+void SessionState::on_no_data() { complete_front({RequestKind::describe_statement, RequestKind::describe_portal}); }
+
+void SessionState::on_command_complete(std::string_view tag) {
+    if (tag == "ROLLBACK") {
+        saw_rollback_ = true;
+    }
+    if (pending_.empty()) {
+        ++desyncs_;
+        return;
+    }
+    Pending& front = pending_.front();
+    if (front.kind == RequestKind::query) {
+        // One of possibly several statements of the Query completed. The
+        // settings analysis covers the whole text; apply it once, at the
+        // end, unless an error cancels the rest (see on_error).
+        return;
+    }
+    if (front.kind == RequestKind::execute) {
+        apply_settings(front);
+        pending_.pop_front();
+        return;
+    }
+    ++desyncs_;
+}
+
+void SessionState::on_empty_query() {
+    if (!pending_.empty() && pending_.front().kind == RequestKind::query) {
+        return;
+    }
+    complete_front({RequestKind::execute});
+}
+
+void SessionState::on_portal_suspended() { complete_front({RequestKind::execute}); }
+
+void SessionState::on_error() {
+    transaction_failed_ = true;
+    if (pending_.empty()) {
+        return;  // e.g. FATAL at shutdown; the connection is ending
+    }
+    Pending& front = pending_.front();
+    if (front.kind == RequestKind::query || front.kind == RequestKind::function_call) {
+        // The rest of the Query string is abandoned; settings from the part
+        // that ran may or may not stand, so the tracker cannot know them.
+        if (!front.settings.empty() || front.settings_opaque) {
+            front.settings.clear();
+            front.settings_opaque = false;
+            settings_uncertain_ = true;
+        }
+        return;  // ReadyForQuery follows
+    }
+    if (front.kind == RequestKind::sync) {
+        return;  // an error reported while committing at Sync; ReadyForQuery follows
+    }
+    // Extended protocol: the server discards everything up to the next Sync.
+    std::vector<Pending> discarded;
+    while (!pending_.empty() && pending_.front().kind != RequestKind::sync) {
+        discarded.push_back(std::move(pending_.front()));
+        pending_.pop_front();
+    }
+    // Undo newest first so earlier optimistic states come back last.
+    for (auto it = discarded.rbegin(); it != discarded.rend(); ++it) {
+        undo(*it);
+    }
+    if (pending_.empty()) {
+        // The client has not sent the Sync yet: what it sends until then is skipped.
+        skipping_to_sync_ = true;
+    }
+}
+
+void SessionState::undo(const Pending& p) {
+    switch (p.kind) {
+        case RequestKind::parse:
+            if (p.previous_statement) {
+                statements_[p.name] = *p.previous_statement;
+            } else {
+                statements_.erase(p.name);
+            }
+            break;
+        case RequestKind::bind:
+            if (p.previous_portal) {
+                portals_[p.name] = *p.previous_portal;
+            } else {
+                portals_.erase(p.name);
+            }
+            break;
+        case RequestKind::close:
+            if (p.statement_kind && p.previous_statement) {
+                statements_[p.name] = *p.previous_statement;
+            } else if (!p.statement_kind && p.previous_portal) {
+                portals_[p.name] = *p.previous_portal;
+            }
+            break;
+        default:
+            break;
+    }
+}
+
+void SessionState::on_ready_for_query(char status) {
+    // Completes a simple Query, a FunctionCall or a Sync. Anything older
+    // still pending was answered in a way the tracker missed: drop it.
+    while (!pending_.empty()) {
+        Pending front = std::move(pending_.front());
+        pending_.pop_front();
+        if (front.kind == RequestKind::sync) {
+            --pending_syncs_;
+            break;
+        }
+        if (front.kind == RequestKind::query || front.kind == RequestKind::function_call) {
+            apply_settings(front);
+            break;
+        }
+        ++desyncs_;
+    }
+    const char previous = transaction_status_;
+    transaction_status_ = status;
+    if (status == 'I') {
+        end_transaction(!transaction_failed_ && !saw_rollback_);
+        // Portals live until the end of the transaction.
+        portals_.clear();
+        transaction_failed_ = false;
+        saw_rollback_ = false;
+    } else if (previous == 'I') {
+        // A transaction block began; an error before BEGIN (in the same
+        // Query) is not part of it.
+        transaction_failed_ = status == 'E';
+        saw_rollback_ = false;
+    }
+    if (pending_.empty()) {
+        skipping_to_sync_ = false;
+    }
+}
+
+void SessionState::on_parameter_status(std::string_view name, std::string_view value) {
+    auto it = parameters_.find(name);
+    if (it == parameters_.end()) {
+        parameters_.emplace(std::string(name), std::string(value));
+    } else {
+        it->second.assign(value);
+    }
+}
+
+// ------------------------------------------------------------ settings
+
+void SessionState::apply_settings(const Pending& p) {
+    if (p.settings_opaque) {
+        settings_uncertain_ = true;
+    }
+    for (const SettingChange& change : p.settings) {
+        switch (change.kind) {
+            case SettingChange::Kind::reset_all:
+                // RESET ALL / DISCARD ALL: every SET of the session is gone
+                // (at commit). Mark each known one as reset.
+                for (auto* map : {&session_settings_, &transaction_settings_, &local_settings_}) {
+                    for (auto& [name, value] : *map) {
+                        transaction_settings_[name] = std::nullopt;
+                    }
+                }
+                local_settings_.clear();
+                break;
+            case SettingChange::Kind::reset:
+                (change.local ? local_settings_ : transaction_settings_)[change.name] = std::nullopt;
+                if (!change.local) {
+                    local_settings_.erase(change.name);
+                }
+                break;
+            case SettingChange::Kind::set:
+                (change.local ? local_settings_ : transaction_settings_)[change.name] = change.value;
+                if (!change.local) {
+                    local_settings_.erase(change.name);
+                }
+                break;
+        }
+    }
+}
+
+void SessionState::end_transaction(bool committed) {
+    if (committed) {
+        for (auto& [name, value] : transaction_settings_) {
+            if (value) {
+                session_settings_[name] = std::move(value);
+            } else {
+                session_settings_.erase(name);
+            }
+        }
+    }
+    transaction_settings_.clear();
+    local_settings_.clear();
+}
+
+std::optional<std::string_view> SessionState::setting(std::string_view name) const {
+    for (const SettingMap* map : {&local_settings_, &transaction_settings_, &session_settings_}) {
+        if (auto it = map->find(name); it != map->end()) {
+            if (!it->second) {
+                return std::nullopt;
+            }
+            return std::string_view(*it->second);
+        }
+    }
+    return std::nullopt;
+}
+
+std::string_view SessionState::current_role() const {
+    if (auto role = setting("role")) {
+        return *role;
+    }
+    if (auto authorization = setting("session_authorization")) {
+        return *authorization;
+    }
+    if (auto reported = parameter("session_authorization")) {
+        return *reported;
+    }
+    return {};
+}
+
+// ------------------------------------------------------------ lookups
+
+const PreparedStatement* SessionState::statement(std::string_view name) const {
+    auto it = statements_.find(std::string(name));
+    return it == statements_.end() ? nullptr : &it->second;
+}
+
+const Portal* SessionState::portal(std::string_view name) const {
+    auto it = portals_.find(std::string(name));
+    return it == portals_.end() ? nullptr : &it->second;
+}
+
+std::optional<std::string_view> SessionState::parameter(std::string_view name) const {
+    auto it = parameters_.find(name);
+    if (it == parameters_.end()) {
+        return std::nullopt;
+    }
+    return std::string_view(it->second);
+}
+
+}  // namespace pgshelf::proxy

@@ -1,0 +1,161 @@
+// Protocol bookkeeping for one client session, as a pure state machine.
+//
+// The session feeds it every frontend message it forwards and every backend
+// message it relays; it answers what the server's state is: transaction
+// status, prepared statements, portals, the requests still waiting for an
+// answer, whether the server is skipping to Sync after an error, reported
+// parameters and the settings that change query results (role, search_path).
+//
+// Frontend messages update an optimistic view (what the server will hold
+// once it has processed them); each pending request remembers how to undo
+// its effect, because an error makes the server skip everything up to the
+// next Sync. See https://www.postgresql.org/docs/15/protocol-flow.html
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "cache_rules/statement_analysis.hpp"
+#include "pgwire/messages.hpp"
+
+namespace pgshelf::proxy {
+
+struct PreparedStatement {
+    std::string sql;
+    std::vector<std::uint32_t> param_types;
+    bool operator==(const PreparedStatement&) const = default;
+};
+
+struct Portal {
+    std::string statement;
+    bool operator==(const Portal&) const = default;
+};
+
+enum class RequestKind : std::uint8_t {
+    query,               // simple Query: answered up to ReadyForQuery
+    function_call,       // FunctionCall: answered up to ReadyForQuery
+    parse,               // ParseComplete
+    bind,                // BindComplete
+    describe_statement,  // ParameterDescription then RowDescription | NoData
+    describe_portal,     // RowDescription | NoData
+    execute,             // CommandComplete | EmptyQueryResponse | PortalSuspended
+    close,               // CloseComplete
+    sync,                // ReadyForQuery
+};
+
+class SessionState {
+public:
+    // A request sent to the server and not answered yet.
+    struct Pending {
+        explicit Pending(RequestKind k) : kind(k) {}
+        RequestKind kind;
+        // Undo information for optimistic changes (see header comment).
+        std::string name;
+        std::optional<PreparedStatement> previous_statement;
+        std::optional<Portal> previous_portal;
+        bool statement_kind = true;  // Close: statement (true) or portal
+        // Settings a simple Query or an Execute applies when it succeeds.
+        std::vector<cache_rules::SettingChange> settings;
+        bool settings_opaque = false;
+    };
+
+    // ---- frontend (client → server), in the order sent
+    void on_query(std::string_view sql);
+    // `sql_complete` is false when the proxy only saw a prefix of a large message.
+    void on_parse(std::string_view name, std::string_view sql, const std::vector<std::uint32_t>& param_types,
+                  bool sql_complete = true);
+    void on_bind(std::string_view portal, std::string_view statement);
+    void on_describe(char kind, std::string_view name);
+    void on_execute(std::string_view portal, std::int32_t max_rows);
+    void on_close(char kind, std::string_view name);
+    void on_sync();
+    void on_function_call();
+    // Any other frontend message (Flush, CopyData, CopyDone, CopyFail,
+    // Terminate, PasswordMessage) carries no reply of its own.
+
+    // ---- backend (server → client)
+    void on_parse_complete();
+    void on_bind_complete();
+    void on_close_complete();
+    void on_parameter_description();
+    void on_row_description();
+    void on_no_data();
+    void on_command_complete(std::string_view tag);
+    void on_empty_query();
+    void on_portal_suspended();
+    void on_error();
+    void on_ready_for_query(char status);
+    void on_parameter_status(std::string_view name, std::string_view value);
+    void on_backend_key(std::int32_t pid, std::int32_t secret) { backend_key_ = {pid, secret}; }
+
+    // ---- queries
+    char transaction_status() const { return transaction_status_; }
+    bool skipping_to_sync() const { return skipping_to_sync_; }
+    const std::deque<Pending>& pending() const { return pending_; }
+    std::size_t pending_syncs() const { return pending_syncs_; }
+    const PreparedStatement* statement(std::string_view name) const;
+    const Portal* portal(std::string_view name) const;
+    std::size_t statement_count() const { return statements_.size(); }
+    std::size_t portal_count() const { return portals_.size(); }
+    // Last value the server reported with ParameterStatus, if any.
+    std::optional<std::string_view> parameter(std::string_view name) const;
+    const std::map<std::string, std::string, std::less<>>& parameters() const { return parameters_; }
+    // Effective value of a setting changed by SET in this session, or
+    // nullopt when the session has not set it (server default applies).
+    std::optional<std::string_view> setting(std::string_view name) const;
+    // The role queries run as: SET ROLE's target, else session_authorization.
+    std::string_view current_role() const;
+    // True once a statement may have changed settings in a way the tracker
+    // cannot follow (set_config(), DO blocks, ROLLBACK TO SAVEPOINT, ...).
+    bool settings_uncertain() const { return settings_uncertain_; }
+    void clear_settings_uncertain() { settings_uncertain_ = false; }
+    // Requests answered in an order the tracker did not expect; the
+    // tracker resynchronises at the next ReadyForQuery.
+    std::uint64_t desyncs() const { return desyncs_; }
+    struct BackendKey {
+        std::int32_t pid = 0;
+        std::int32_t secret = 0;
+    };
+    const std::optional<BackendKey>& backend_key() const { return backend_key_; }
+
+private:
+    void push(Pending p);
+    // Completes the oldest request if it is one of `kinds`, else counts a desync.
+    bool complete_front(std::initializer_list<RequestKind> kinds);
+    void undo(const Pending& p);
+    void apply_settings(const Pending& p);
+    void end_transaction(bool committed);
+
+    std::deque<Pending> pending_;
+    std::size_t pending_syncs_ = 0;
+    bool skipping_to_sync_ = false;
+    char transaction_status_ = 'I';
+    // An error happened since the last ReadyForQuery 'I' (the implicit or
+    // explicit transaction will roll back).
+    bool transaction_failed_ = false;
+    bool saw_rollback_ = false;
+    bool describe_statement_got_parameters_ = false;
+
+    std::unordered_map<std::string, PreparedStatement> statements_;
+    std::unordered_map<std::string, Portal> portals_;
+    std::map<std::string, std::string, std::less<>> parameters_;
+
+    // Settings: committed session values, plus this transaction's SET
+    // (session scope) and SET LOCAL overlays. An empty optional = RESET.
+    using SettingMap = std::map<std::string, std::optional<std::string>, std::less<>>;
+    SettingMap session_settings_;
+    SettingMap transaction_settings_;
+    SettingMap local_settings_;
+    bool settings_uncertain_ = false;
+
+    std::uint64_t desyncs_ = 0;
+    std::optional<BackendKey> backend_key_;
+};
+
+}  // namespace pgshelf::proxy

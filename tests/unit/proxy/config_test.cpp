@@ -1,0 +1,144 @@
+// Configuration: TOML file, environment overrides, and errors that name
+// file, line and key.
+#include "proxy/config.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace pgshelf::proxy {
+namespace {
+
+class ConfigFile : public ::testing::Test {
+protected:
+    std::string write(const std::string& text) {
+        path_ = std::filesystem::temp_directory_path() /
+                ("pgshelf-config-" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "-" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".toml");
+        std::ofstream(path_) << text;
+        return path_.string();
+    }
+    void TearDown() override { std::filesystem::remove(path_); }
+    std::filesystem::path path_;
+};
+
+TEST(Config, DefaultsRunWithoutFileOrEnvironment) {
+    auto result = load_config(std::nullopt, {});
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(result.config.listen.host, "127.0.0.1");
+    EXPECT_EQ(result.config.listen.port, 6432);
+    EXPECT_EQ(result.config.upstream.endpoint.port, 5432);
+    EXPECT_EQ(result.config.upstream.sslmode, SslMode::prefer);
+}
+
+TEST(Config, ShortEnvironmentForms) {
+    auto result = load_config(std::nullopt, {{"PGSHELF_LISTEN", "0.0.0.0:7000"},
+                                             {"PGSHELF_UPSTREAM", "postgres://u:p@db.internal:6543/app?sslmode=require"},
+                                             {"REDIS_URL", "redis://cache:6379/2"}});
+    ASSERT_TRUE(result.ok()) << result.errors.front().to_string();
+    EXPECT_EQ(result.config.listen.host, "0.0.0.0");
+    EXPECT_EQ(result.config.listen.port, 7000);
+    EXPECT_EQ(result.config.upstream.endpoint.host, "db.internal");
+    EXPECT_EQ(result.config.upstream.endpoint.port, 6543);
+    EXPECT_EQ(result.config.upstream.sslmode, SslMode::require);
+    EXPECT_EQ(result.config.redis.url, "redis://cache:6379/2");
+}
+
+TEST(Config, LongEnvironmentFormOverridesUrl) {
+    auto result = load_config(std::nullopt, {{"PGSHELF_UPSTREAM", "postgres://db:5432?sslmode=require"},
+                                             {"PGSHELF_UPSTREAM_SSLMODE", "verify-full"},
+                                             {"PGSHELF_PROXY_WORKERS", "3"},
+                                             {"PGSHELF_PROXY_SHUTDOWN_TIMEOUT", "1500ms"}});
+    ASSERT_TRUE(result.ok());
+    EXPECT_EQ(result.config.upstream.sslmode, SslMode::verify_full);
+    EXPECT_EQ(result.config.proxy.workers, 3u);
+    EXPECT_EQ(result.config.proxy.shutdown_timeout, std::chrono::milliseconds(1500));
+}
+
+TEST(Config, BadEnvironmentValueNamesTheVariable) {
+    auto result = load_config(std::nullopt, {{"PGSHELF_PROXY_WORKERS", "many"}});
+    ASSERT_EQ(result.errors.size(), 1u);
+    EXPECT_EQ(result.errors[0].source, "PGSHELF_PROXY_WORKERS");
+    EXPECT_EQ(result.errors[0].key, "proxy.workers");
+}
+
+TEST_F(ConfigFile, FileValuesThenEnvironment) {
+    auto file = write(R"(
+[listen]
+address = "127.0.0.1:7432"
+
+[upstream]
+url = "postgresql://127.0.0.1:5433"
+connect_timeout = "2s"
+
+[proxy]
+workers = 2
+max_message_size = "64MB"
+)");
+    auto result = load_config(file, {{"PGSHELF_LISTEN", "127.0.0.1:8432"}});
+    ASSERT_TRUE(result.ok()) << result.errors.front().to_string();
+    EXPECT_EQ(result.config.listen.port, 8432);
+    EXPECT_EQ(result.config.upstream.endpoint.port, 5433);
+    EXPECT_EQ(result.config.upstream.connect_timeout, std::chrono::seconds(2));
+    EXPECT_EQ(result.config.proxy.workers, 2u);
+    EXPECT_EQ(result.config.proxy.max_message_size, 64u << 20);
+}
+
+TEST_F(ConfigFile, UnknownKeyNamesFileLineAndKey) {
+    auto file = write("[proxy]\nworkers = 2\nworkrs = 3\n");
+    auto result = load_config(file, {});
+    ASSERT_EQ(result.errors.size(), 1u);
+    EXPECT_EQ(result.errors[0].source, file);
+    EXPECT_EQ(result.errors[0].line, 3);
+    EXPECT_EQ(result.errors[0].key, "proxy.workrs");
+    EXPECT_NE(result.errors[0].to_string().find(file + ":3: proxy.workrs"), std::string::npos);
+}
+
+TEST_F(ConfigFile, UnknownSectionAndBadValues) {
+    auto file = write("[listen]\naddress = \"nohostport:99999\"\n[nope]\nx = 1\n[log]\nlevel = \"loud\"\n");
+    auto result = load_config(file, {});
+    ASSERT_EQ(result.errors.size(), 3u);
+    EXPECT_EQ(result.errors[0].line, 2);
+    EXPECT_EQ(result.errors[1].line, 3);
+    EXPECT_EQ(result.errors[2].line, 6);
+}
+
+TEST_F(ConfigFile, SyntaxErrorNamesLine) {
+    auto file = write("[proxy]\nworkers = = 2\n");
+    auto result = load_config(file, {});
+    ASSERT_EQ(result.errors.size(), 1u);
+    EXPECT_EQ(result.errors[0].line, 2);
+}
+
+TEST(Config, TlsNeedsBothFiles) {
+    auto result = load_config(std::nullopt, {{"PGSHELF_TLS_CERT_FILE", "/x.pem"}});
+    EXPECT_FALSE(result.ok());
+}
+
+TEST(Config, UpstreamUrlForms) {
+    UpstreamConfig u;
+    EXPECT_EQ(parse_upstream_url("postgres://[::1]:5555/db", u), "");
+    EXPECT_EQ(u.endpoint.host, "::1");
+    EXPECT_EQ(u.endpoint.port, 5555);
+    EXPECT_EQ(parse_upstream_url("postgres://h?sslmode=verify-full&sslrootcert=/ca.pem&connect_timeout=3", u), "");
+    EXPECT_EQ(u.endpoint.host, "h");
+    EXPECT_EQ(u.sslmode, SslMode::verify_full);
+    EXPECT_EQ(u.sslrootcert, "/ca.pem");
+    EXPECT_EQ(u.connect_timeout, std::chrono::seconds(3));
+    EXPECT_NE(parse_upstream_url("mysql://h", u), "");
+    EXPECT_NE(parse_upstream_url("postgres://h?sslmode=sometimes", u), "");
+    EXPECT_NE(parse_upstream_url("postgres://h:0", u), "");
+}
+
+TEST(Config, EverySettingIsDocumented) {
+    auto docs = setting_docs();
+    ASSERT_FALSE(docs.empty());
+    for (const auto& d : docs) {
+        EXPECT_FALSE(d.description.empty()) << d.key;
+        EXPECT_NE(d.env.find("PGSHELF_"), std::string::npos) << d.key;
+    }
+}
+
+}  // namespace
+}  // namespace pgshelf::proxy
