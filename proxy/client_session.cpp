@@ -83,6 +83,13 @@ awaitable<void> ClientSession::run() {
         close_all();
         co_return;
     }
+    if (runtime_.counters().connections_current.load() > static_cast<std::int64_t>(runtime_.config().proxy.max_connections)) {
+        runtime_.counters().connections_refused++;
+        spdlog::warn("conn {} from {} refused: proxy.max_connections reached", id_, peer_text);
+        co_await send_client_error("FATAL", "53300", "sorry, too many clients already");
+        close_all();
+        co_return;
+    }
     spdlog::info("conn {} open from {} user={} database={}{}", id_, peer_text, user_, database_,
                  client_->is_tls() ? " tls" : "");
     if (co_await open_server()) {

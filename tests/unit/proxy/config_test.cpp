@@ -142,3 +142,20 @@ TEST(Config, EverySettingIsDocumented) {
 
 }  // namespace
 }  // namespace pgshelf::proxy
+
+// docs/configuration.md is the reference: every setting must appear there.
+namespace pgshelf::proxy {
+namespace {
+
+TEST(Config, ConfigurationDocListsEverySetting) {
+    std::ifstream doc(std::string(PGSHELF_SOURCE_DIR) + "/docs/configuration.md");
+    ASSERT_TRUE(doc) << "docs/configuration.md not found";
+    const std::string text((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+    for (const auto& d : setting_docs()) {
+        EXPECT_NE(text.find("`" + d.key + "`"), std::string::npos) << d.key << " is not documented";
+        EXPECT_NE(text.find(d.env.substr(d.env.rfind(' ') + 1)), std::string::npos) << d.env;
+    }
+}
+
+}  // namespace
+}  // namespace pgshelf::proxy
