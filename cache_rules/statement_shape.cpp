@@ -219,7 +219,7 @@ private:
     }
 
     void add_literal(const PgQuery__AConst& a, const std::string& column_hint) {
-        Slot slot{Slot::Kind::literal, 0, {}, a.isnull, column_hint};
+        Slot slot{Slot::Kind::literal, 0, {}, a.isnull != 0, column_hint};
         switch (a.val_case) {
             case PG_QUERY__A__CONST__VAL_IVAL: slot.literal = std::to_string(a.ival->ival); break;
             case PG_QUERY__A__CONST__VAL_FVAL: slot.literal = a.fval->fval; break;
@@ -362,6 +362,24 @@ std::optional<StatementShape> analyze_statement(std::string_view sql, ShapeError
     StatementShape shape;
     ShapeBuilder(shape).statement(tree->statement(0));
     return shape;
+}
+
+std::optional<std::vector<StatementShape>> analyze_statements(std::string_view sql, ShapeError* error) {
+    ParseError parse_error;
+    auto tree = ParseTree::parse(sql, &parse_error);
+    if (!tree) {
+        if (error != nullptr) {
+            *error = {parse_error.message, parse_error.cursor_position};
+        }
+        return std::nullopt;
+    }
+    std::vector<StatementShape> shapes;
+    for (std::size_t i = 0; i < tree->statement_count(); ++i) {
+        if (tree->statement(i) != nullptr) {
+            ShapeBuilder(shapes.emplace_back()).statement(tree->statement(i));
+        }
+    }
+    return shapes;
 }
 
 std::string_view to_string(StatementKind kind) {

@@ -63,6 +63,10 @@ struct ShapeError {
 // do not parse, give nullopt (and fill `error` when given).
 std::optional<StatementShape> analyze_statement(std::string_view sql, ShapeError* error = nullptr);
 
+// Every statement of a text (a simple Query may hold several), or nullopt
+// when the text does not parse.
+std::optional<std::vector<StatementShape>> analyze_statements(std::string_view sql, ShapeError* error = nullptr);
+
 std::string_view to_string(StatementKind kind);
 
 }  // namespace pgshelf::cache_rules

@@ -105,9 +105,7 @@ public:
     // (pq_getmsgint / pqGetInt), so 32768..65535 elements stay legal. The
     // count must fit in what remains, given each element's minimum size,
     // before any container is sized from it.
-    std::size_t count16(std::size_t min_element_size) {
-        return checked_count(uint16(), min_element_size);
-    }
+    std::size_t count16(std::size_t min_element_size) { return checked_count(uint16(), min_element_size); }
 
     std::size_t count32(std::size_t min_element_size) {
         const std::int32_t n = int32();

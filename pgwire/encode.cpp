@@ -123,10 +123,14 @@ void put(const AuthenticationSASL& m, std::string& out) {
     w.int8(0);
     w.finish();
 }
-void put(const AuthenticationSASLContinue& m, std::string& out) { FrameWriter(out, 'R').int32(11).bytes(m.data).finish(); }
+void put(const AuthenticationSASLContinue& m, std::string& out) {
+    FrameWriter(out, 'R').int32(11).bytes(m.data).finish();
+}
 void put(const AuthenticationSASLFinal& m, std::string& out) { FrameWriter(out, 'R').int32(12).bytes(m.data).finish(); }
 void put(const AuthenticationOther& m, std::string& out) { FrameWriter(out, 'R').int32(m.code).bytes(m.data).finish(); }
-void put(const ParameterStatus& m, std::string& out) { FrameWriter(out, 'S').cstring(m.name).cstring(m.value).finish(); }
+void put(const ParameterStatus& m, std::string& out) {
+    FrameWriter(out, 'S').cstring(m.name).cstring(m.value).finish();
+}
 void put(const BackendKeyData& m, std::string& out) {
     FrameWriter(out, 'K').int32(m.process_id).int32(m.secret_key).finish();
 }

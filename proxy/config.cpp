@@ -198,6 +198,15 @@ const std::vector<Setting>& settings() {
         {"redis", "url", "Redis for the cache: redis://[user:password@]host:port/db; empty = no caching",
          string_into([](Config& c) -> std::string& { return c.redis.url; }),
          [](const Config& c) { return c.redis.url; }, "REDIS_URL"},
+        {"redis", "connect_timeout", "time allowed to connect to Redis",
+         duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.connect_timeout; }),
+         [](const Config& c) { return show_duration(c.redis.connect_timeout); }, ""},
+        {"redis", "command_timeout", "time a cache lookup may take before the query goes to PostgreSQL",
+         duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.command_timeout; }),
+         [](const Config& c) { return show_duration(c.redis.command_timeout); }, ""},
+        {"rules", "file", "TOML file with [[cache]] and [[invalidate]] rules (default: the config file itself)",
+         string_into([](Config& c) -> std::string& { return c.rules.file; }),
+         [](const Config& c) { return c.rules.file; }, "PGSHELF_RULES"},
     };
     return table;
 }
@@ -225,6 +234,7 @@ std::optional<std::string> scalar_text(const toml::node& node) {
 }
 
 void load_file(const std::string& path, Config& config, std::vector<ConfigError>& errors) {
+    bool has_rules = false;
     toml::table root;
     try {
         root = toml::parse_file(path);
@@ -234,6 +244,10 @@ void load_file(const std::string& path, Config& config, std::vector<ConfigError>
     }
     for (const auto& [section_key, section_node] : root) {
         const std::string section(section_key.str());
+        if (section == "cache" || section == "invalidate") {
+            has_rules = true;  // rules, read by the rules loader
+            continue;
+        }
         const int section_line = static_cast<int>(section_node.source().begin.line);
         const toml::table* table = section_node.as_table();
         if (table == nullptr) {
@@ -271,6 +285,9 @@ void load_file(const std::string& path, Config& config, std::vector<ConfigError>
                 errors.push_back({path, line, full, message});
             }
         }
+    }
+    if (has_rules && config.rules.file.empty()) {
+        config.rules.file = path;
     }
 }
 

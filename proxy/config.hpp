@@ -47,7 +47,14 @@ struct Config {
     } log;
     struct {
         std::string url;  // redis://[user:password@]host:port/db; empty = caching off
+        std::chrono::milliseconds connect_timeout{200};
+        std::chrono::milliseconds command_timeout{50};
     } redis;
+    struct {
+        // Rules file; empty = the [[cache]] and [[invalidate]] tables of the
+        // config file itself, if any.
+        std::string file;
+    } rules;
 };
 
 struct ConfigError {

@@ -29,6 +29,45 @@ std::unique_ptr<ssl::context> make_client_tls(const Config& config) {
 }  // namespace
 
 Runtime::Runtime(Config config)
-    : config_(std::move(config)), client_tls_(make_client_tls(config_)), upstream_tls_(config_.upstream) {}
+    : config_(std::move(config)), client_tls_(make_client_tls(config_)), upstream_tls_(config_.upstream) {
+    if (!config_.redis.url.empty()) {
+        RedisEndpoint endpoint;
+        if (auto message = parse_redis_url(config_.redis.url, endpoint); !message.empty()) {
+            throw std::runtime_error("redis.url: " + message);
+        }
+        redis_endpoint_ = endpoint;
+    }
+    if (!config_.rules.file.empty()) {
+        auto loaded = cache_rules::load_rules_file(config_.rules.file);
+        if (!loaded.ok()) {
+            std::string message = "invalid rules:";
+            for (const auto& error : loaded.errors) {
+                message += "\n  " + error.to_string();
+            }
+            throw std::runtime_error(message);
+        }
+        rules_ = loaded.rules;
+    }
+}
+
+RedisTimeouts Runtime::redis_timeouts() const {
+    return {config_.redis.connect_timeout, config_.redis.command_timeout};
+}
+
+std::shared_ptr<const cache_rules::RuleSet> Runtime::rules() const {
+    std::lock_guard lock(rules_mutex_);
+    return rules_;
+}
+
+void Runtime::set_rules(std::shared_ptr<const cache_rules::RuleSet> rules) {
+    std::lock_guard lock(rules_mutex_);
+    rules_ = std::move(rules);
+}
+
+void Runtime::invalidations_recovered(std::uint64_t up_to) {
+    auto current = recovered_.load();
+    while (current < up_to && !recovered_.compare_exchange_weak(current, up_to)) {
+    }
+}
 
 }  // namespace pgshelf::proxy

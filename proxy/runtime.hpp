@@ -4,6 +4,11 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
+
+#include "cache_rules/rules.hpp"
+#include "proxy/redis_client.hpp"
 
 #include "proxy/cancel_registry.hpp"
 #include "proxy/config.hpp"
@@ -19,12 +24,24 @@ struct Counters {
     std::atomic<std::uint64_t> server_connect_errors{0};
     std::atomic<std::uint64_t> cancels_forwarded{0};
     std::atomic<std::uint64_t> bookkeeping_desyncs{0};
+    // cache
+    std::atomic<std::uint64_t> hits{0};
+    std::atomic<std::uint64_t> misses{0};
+    std::atomic<std::uint64_t> bypasses{0};
+    std::atomic<std::uint64_t> stores{0};
+    std::atomic<std::uint64_t> stores_stale{0};
+    std::atomic<std::uint64_t> stores_too_large{0};
+    std::atomic<std::uint64_t> invalidations_explicit{0};
+    std::atomic<std::uint64_t> invalidations_fallback{0};
+    std::atomic<std::uint64_t> invalidations_failed{0};
+    std::atomic<std::uint64_t> global_generation_bumps{0};
+    std::atomic<std::uint64_t> redis_errors{0};
 };
 
 class Runtime {
 public:
-    // Throws std::runtime_error when TLS files cannot be loaded (start-up is
-    // the place for fatal configuration errors).
+    // Throws std::runtime_error when TLS files, the Redis URL or the rules
+    // cannot be loaded (start-up is the place for fatal configuration errors).
     explicit Runtime(Config config);
 
     const Config& config() const { return config_; }
@@ -34,12 +51,34 @@ public:
     CancelRegistry& cancels() { return cancels_; }
     Counters& counters() { return counters_; }
 
+    // Redis, when REDIS_URL / redis.url is set.
+    const std::optional<RedisEndpoint>& redis_endpoint() const { return redis_endpoint_; }
+    RedisTimeouts redis_timeouts() const;
+
+    // The rules in force; replaced whole on reload, so a session keeps the
+    // set it started a request with.
+    std::shared_ptr<const cache_rules::RuleSet> rules() const;
+    void set_rules(std::shared_ptr<const cache_rules::RuleSet> rules);
+
+    // Fail-closed bookkeeping for invalidations that did not reach Redis:
+    // hits stop until a global-generation bump taken after the last
+    // failure has succeeded.
+    bool invalidation_lost() const { return failures_.load() > recovered_.load(); }
+    std::uint64_t invalidation_failures() const { return failures_.load(); }
+    void invalidation_failed() { failures_++; }
+    void invalidations_recovered(std::uint64_t up_to);
+
 private:
     Config config_;
     std::unique_ptr<ssl::context> client_tls_;
     UpstreamTls upstream_tls_;
     CancelRegistry cancels_;
     Counters counters_;
+    std::optional<RedisEndpoint> redis_endpoint_;
+    mutable std::mutex rules_mutex_;
+    std::shared_ptr<const cache_rules::RuleSet> rules_;
+    std::atomic<std::uint64_t> failures_{0};
+    std::atomic<std::uint64_t> recovered_{0};
 };
 
 }  // namespace pgshelf::proxy

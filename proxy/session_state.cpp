@@ -3,6 +3,8 @@
 
 #include <algorithm>
 
+#include "cache_rules/hasher.hpp"
+
 namespace pgshelf::proxy {
 
 using cache_rules::SettingChange;
@@ -310,7 +312,51 @@ void SessionState::on_ready_for_query(char status) {
     }
 }
 
+void SessionState::on_startup_parameter(std::string_view name, std::string_view value) {
+    startup_parameters_[std::string(name)] = std::string(value);
+    fingerprint_.reset();
+}
+
+std::uint64_t SessionState::settings_fingerprint() const {
+    if (fingerprint_) {
+        return *fingerprint_;
+    }
+    cache_rules::Hasher hash;
+    auto add = [&hash](std::string_view s) { hash.add(s); };
+    for (const auto& [name, value] : startup_parameters_) {
+        add(name);
+        add(value);
+    }
+    add("\x01");
+    for (const auto& [name, value] : parameters_) {
+        // Reported but irrelevant to results.
+        if (name == "application_name" || name == "in_hot_standby") {
+            continue;
+        }
+        add(name);
+        add(value);
+    }
+    add("\x02");
+    std::map<std::string_view, std::string_view> effective;
+    for (const SettingMap* map : {&session_settings_, &transaction_settings_, &local_settings_}) {
+        for (const auto& [name, value] : *map) {
+            if (value) {
+                effective[name] = *value;
+            } else {
+                effective.erase(name);
+            }
+        }
+    }
+    for (const auto& [name, value] : effective) {
+        add(name);
+        add(value);
+    }
+    fingerprint_ = hash.digest();
+    return *fingerprint_;
+}
+
 void SessionState::on_parameter_status(std::string_view name, std::string_view value) {
+    fingerprint_.reset();
     auto it = parameters_.find(name);
     if (it == parameters_.end()) {
         parameters_.emplace(std::string(name), std::string(value));
@@ -322,6 +368,7 @@ void SessionState::on_parameter_status(std::string_view name, std::string_view v
 // ------------------------------------------------------------ settings
 
 void SessionState::apply_settings(const Pending& p) {
+    fingerprint_.reset();
     if (p.settings_opaque) {
         settings_uncertain_ = true;
     }
@@ -354,6 +401,7 @@ void SessionState::apply_settings(const Pending& p) {
 }
 
 void SessionState::end_transaction(bool committed) {
+    fingerprint_.reset();
     if (committed) {
         for (auto& [name, value] : transaction_settings_) {
             if (value) {

@@ -93,6 +93,8 @@ public:
     void on_ready_for_query(char status);
     void on_parameter_status(std::string_view name, std::string_view value);
     void on_backend_key(std::int32_t pid, std::int32_t secret) { backend_key_ = {pid, secret}; }
+    // GUCs the client set in its startup packet (options, search_path, ...).
+    void on_startup_parameter(std::string_view name, std::string_view value);
 
     // ---- queries
     char transaction_status() const { return transaction_status_; }
@@ -114,6 +116,9 @@ public:
     // True once a statement may have changed settings in a way the tracker
     // cannot follow (set_config(), DO blocks, ROLLBACK TO SAVEPOINT, ...).
     bool settings_uncertain() const { return settings_uncertain_; }
+    // Hash of everything known to change how results look: startup
+    // parameters, reported parameters, and settings changed by SET.
+    std::uint64_t settings_fingerprint() const;
     void clear_settings_uncertain() { settings_uncertain_ = false; }
     // Requests answered in an order the tracker did not expect; the
     // tracker resynchronises at the next ReadyForQuery.
@@ -153,6 +158,8 @@ private:
     SettingMap transaction_settings_;
     SettingMap local_settings_;
     bool settings_uncertain_ = false;
+    std::map<std::string, std::string, std::less<>> startup_parameters_;
+    mutable std::optional<std::uint64_t> fingerprint_;
 
     std::uint64_t desyncs_ = 0;
     std::optional<BackendKey> backend_key_;

@@ -11,9 +11,9 @@ namespace pgshelf::pgwire {
 namespace {
 
 constexpr CodecErrc all_codes[] = {
-    CodecErrc::length_too_small, CodecErrc::message_too_large,  CodecErrc::startup_too_large,
-    CodecErrc::truncated,        CodecErrc::trailing_bytes,     CodecErrc::missing_terminator,
-    CodecErrc::bad_count,        CodecErrc::bad_value_length,   CodecErrc::unsupported_protocol,
+    CodecErrc::length_too_small, CodecErrc::message_too_large, CodecErrc::startup_too_large,
+    CodecErrc::truncated,        CodecErrc::trailing_bytes,    CodecErrc::missing_terminator,
+    CodecErrc::bad_count,        CodecErrc::bad_value_length,  CodecErrc::unsupported_protocol,
     CodecErrc::bad_kind,
 };
 

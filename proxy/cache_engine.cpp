@@ -1,0 +1,162 @@
+// Cache operations for one worker; see cache_engine.hpp.
+#include "proxy/cache_engine.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "proxy/runtime.hpp"
+
+namespace pgshelf::proxy {
+
+namespace {
+
+// Versions and generations outlive entries by far; an expired one only
+// costs misses (see cache_store.hpp), so a day bounds Redis memory safely.
+constexpr std::uint64_t version_ttl_ms = 24ull * 3600 * 1000;
+
+}  // namespace
+
+CacheEngine::CacheEngine(asio::any_io_executor executor, Runtime& runtime)
+    : runtime_(runtime), global_key_(global_generation_key(prefix_)) {
+    if (runtime_.redis_endpoint()) {
+        redis_ = std::make_shared<RedisClient>(std::move(executor), *runtime_.redis_endpoint(),
+                                               runtime_.redis_timeouts(), cache_scripts());
+        redis_->start();
+    }
+}
+
+CacheEngine::~CacheEngine() { stop(); }
+
+void CacheEngine::stop() {
+    if (redis_) {
+        redis_->stop();
+    }
+}
+
+std::shared_ptr<const cache_rules::RuleSet> CacheEngine::rules() const {
+    if (!redis_) {
+        return nullptr;
+    }
+    return runtime_.rules();
+}
+
+EntryAddress CacheEngine::address(const ReadPlan& plan) const {
+    return entry_address(prefix_, plan.rendered, plan.rule->name, plan.namespace_hash);
+}
+
+awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::RuleSet& rules, const ReadPlan& plan) {
+    if (!redis_ || runtime_.invalidation_lost()) {
+        co_return std::nullopt;
+    }
+    auto replies = co_await redis_->execute(lookup_commands(address(plan), global_key_));
+    if (!replies) {
+        runtime_.counters().redis_errors++;
+        co_return std::nullopt;
+    }
+    auto result = parse_lookup(*replies);
+    if (!result) {
+        runtime_.counters().redis_errors++;
+        co_return std::nullopt;
+    }
+    // Generations are created on first use; entries stored before they
+    // existed could never be valid, so create them and count a miss.
+    if (!result->rule_generation || !result->global_generation) {
+        std::vector<RedisCommand> create;
+        if (!result->rule_generation) {
+            create.push_back(bump_command(redis_->script_shas()[script_bump],
+                                          rule_generation_key(prefix_, plan.rule->name), 0, true));
+        }
+        if (!result->global_generation) {
+            create.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0, true));
+        }
+        co_await redis_->execute(std::move(create));
+        result->hit = false;
+        result->rule_generation.reset();  // no store with unknown generations
+    }
+    co_return result;
+}
+
+awaitable<bool> CacheEngine::store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload) {
+    if (!redis_ || !stamps.rule_generation || !stamps.global_generation || runtime_.invalidation_lost()) {
+        co_return false;
+    }
+    if (payload.size() > plan.rule->max_entry_size) {
+        runtime_.counters().stores_too_large++;
+        co_return false;
+    }
+    const auto ttl = static_cast<std::uint64_t>(plan.rule->ttl.count());
+    std::vector<RedisCommand> commands;
+    commands.push_back(store_command(redis_->script_shas()[script_store], address(plan), stamps, payload, ttl));
+    auto replies = co_await redis_->execute(std::move(commands));
+    if (!replies || replies->front()->type != REDIS_REPLY_INTEGER) {
+        runtime_.counters().redis_errors++;
+        co_return false;
+    }
+    if (replies->front()->integer != 1) {
+        runtime_.counters().stores_stale++;
+        co_return false;
+    }
+    runtime_.counters().stores++;
+    co_return true;
+}
+
+awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const WritePlan& plan) {
+    if (plan.empty() || !redis_) {
+        co_return true;
+    }
+    std::vector<RedisCommand> commands;
+    const bool scripts_ready = redis_->script_shas().size() > script_bump;
+    if (scripts_ready) {
+        const std::string& bump = redis_->script_shas()[script_bump];
+        for (const std::string& key : plan.keys) {
+            commands.push_back(bump_command(bump, version_key(prefix_, key), version_ttl_ms));
+        }
+        for (std::size_t rule : plan.fallback_rules) {
+            commands.push_back(bump_command(bump, rule_generation_key(prefix_, rules.cache_rules()[rule].name), 0));
+        }
+    }
+    auto replies = scripts_ready ? co_await redis_->execute(std::move(commands)) : std::nullopt;
+    bool ok = replies.has_value();
+    if (ok) {
+        for (const auto& reply : *replies) {
+            ok = ok && reply->type == REDIS_REPLY_STRING;
+        }
+    }
+    runtime_.counters().invalidations_explicit += plan.keys.size();
+    runtime_.counters().invalidations_fallback += plan.fallback_rules.size();
+    if (!ok) {
+        runtime_.counters().invalidations_failed++;
+        if (!runtime_.invalidation_lost()) {
+            spdlog::warn("cache invalidation could not reach Redis: hits stop until the global generation is bumped");
+        }
+        runtime_.invalidation_failed();
+    }
+    co_return ok;
+}
+
+awaitable<void> CacheEngine::recover_lost_invalidations() {
+    if (!redis_) {
+        co_return;
+    }
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    for (;;) {
+        tick.expires_after(std::chrono::milliseconds(100));
+        auto [ec] = co_await tick.async_wait(use_nothrow);
+        if (ec) {
+            co_return;
+        }
+        if (!runtime_.invalidation_lost() || !redis_->connected() || redis_->script_shas().size() <= script_bump) {
+            continue;
+        }
+        const auto failures = runtime_.invalidation_failures();
+        std::vector<RedisCommand> bump;
+        bump.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0));
+        auto replies = co_await redis_->execute(std::move(bump));
+        if (replies && replies->front()->type == REDIS_REPLY_STRING) {
+            runtime_.invalidations_recovered(failures);
+            runtime_.counters().global_generation_bumps++;
+            spdlog::info("global cache generation bumped after lost invalidations; hits resume");
+        }
+    }
+}
+
+}  // namespace pgshelf::proxy

@@ -1,0 +1,54 @@
+// The cache as the sessions of one worker thread use it: their Redis
+// connection, the statement memo, and the three operations with their
+// failure handling. Decisions are the planner's; this carries them out.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "cache_rules/shape_cache.hpp"
+#include "proxy/cache_planner.hpp"
+#include "proxy/cache_store.hpp"
+#include "proxy/redis_client.hpp"
+
+namespace pgshelf::proxy {
+
+class Runtime;
+
+class CacheEngine {
+public:
+    CacheEngine(asio::any_io_executor executor, Runtime& runtime);
+    ~CacheEngine();
+
+    // The rules in force, or null when caching is off (no Redis or no rules).
+    std::shared_ptr<const cache_rules::RuleSet> rules() const;
+    cache_rules::ShapeCache& shapes() { return shapes_; }
+
+    // nullopt = Redis unavailable (the caller goes to PostgreSQL) or hits
+    // suspended until a lost invalidation has been made good.
+    awaitable<std::optional<LookupResult>> lookup(const cache_rules::RuleSet& rules, const ReadPlan& plan);
+    // Stores a complete result; false when the entry went stale meanwhile,
+    // was too large, or Redis failed.
+    awaitable<bool> store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload);
+    // Applies a write's invalidations. A failure is remembered
+    // process-wide: no hits anywhere until the global generation is bumped.
+    awaitable<bool> invalidate(const cache_rules::RuleSet& rules, const WritePlan& plan);
+
+    // Runs on one worker: while an invalidation is lost, keeps trying to
+    // bump the global generation, and clears the flag once it succeeded.
+    awaitable<void> recover_lost_invalidations();
+
+    void stop();
+
+private:
+    EntryAddress address(const ReadPlan& plan) const;
+
+    Runtime& runtime_;
+    std::shared_ptr<RedisClient> redis_;
+    cache_rules::ShapeCache shapes_{10'000};
+    std::string prefix_ = "pgshelf";
+    std::string global_key_;
+};
+
+}  // namespace pgshelf::proxy

@@ -1,0 +1,344 @@
+// Pipelined Redis connection; see redis_client.hpp.
+#include "proxy/redis_client.hpp"
+
+#include <charconv>
+
+#include <spdlog/spdlog.h>
+
+namespace pgshelf::proxy {
+
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+constexpr int breaker_threshold = 3;
+constexpr std::chrono::milliseconds breaker_backoff{250};
+constexpr std::chrono::milliseconds breaker_max_backoff{5000};
+
+std::string percent_decode(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size()) {
+            unsigned value = 0;
+            auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16);
+            if (ec == std::errc{} && end == s.data() + i + 3) {
+                out += static_cast<char>(value);
+                i += 2;
+                continue;
+            }
+        }
+        out += s[i];
+    }
+    return out;
+}
+
+}  // namespace
+
+std::string parse_redis_url(std::string_view url, RedisEndpoint& out) {
+    if (url.starts_with("redis://")) {
+        url.remove_prefix(8);
+    } else if (url.starts_with("rediss://")) {
+        return "rediss:// (TLS to Redis) is not supported yet; use redis://";
+    } else {
+        return "expected a URL starting with redis://";
+    }
+    if (auto at = url.rfind('@'); at != std::string_view::npos) {
+        const std::string_view credentials = url.substr(0, at);
+        url.remove_prefix(at + 1);
+        if (auto colon = credentials.find(':'); colon != std::string_view::npos) {
+            out.user = percent_decode(credentials.substr(0, colon));
+            out.password = percent_decode(credentials.substr(colon + 1));
+        } else {
+            out.password = percent_decode(credentials);  // redis://secret@host, as redis-cli reads it
+        }
+    }
+    std::string_view db;
+    if (auto slash = url.find('/'); slash != std::string_view::npos) {
+        db = url.substr(slash + 1);
+        url = url.substr(0, slash);
+    }
+    if (auto colon = url.rfind(':'); colon != std::string_view::npos) {
+        unsigned port = 0;
+        auto text = url.substr(colon + 1);
+        auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), port);
+        if (ec != std::errc{} || end != text.data() + text.size() || port == 0 || port > 65535) {
+            return "bad port in Redis URL";
+        }
+        out.port = static_cast<std::uint16_t>(port);
+        url = url.substr(0, colon);
+    }
+    if (!url.empty()) {
+        out.host = std::string(url);
+    }
+    if (!db.empty()) {
+        auto [end, ec] = std::from_chars(db.data(), db.data() + db.size(), out.database);
+        if (ec != std::errc{} || end != db.data() + db.size() || out.database < 0) {
+            return "bad database index in Redis URL";
+        }
+    }
+    return {};
+}
+
+void format_command(const RedisCommand& command, std::string& out) {
+    std::vector<const char*> argv;
+    std::vector<size_t> lengths;
+    argv.reserve(command.size());
+    lengths.reserve(command.size());
+    for (const std::string& arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
+    }
+    char* formatted = nullptr;
+    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(), lengths.data());
+    if (n > 0) {
+        out.append(formatted, static_cast<std::size_t>(n));
+    }
+    redisFreeCommand(formatted);
+}
+
+RedisClient::RedisClient(asio::any_io_executor executor, RedisEndpoint endpoint, RedisTimeouts timeouts,
+                         std::vector<std::string> scripts_to_load)
+    : executor_(std::move(executor)),
+      endpoint_(std::move(endpoint)),
+      timeouts_(timeouts),
+      scripts_(std::move(scripts_to_load)),
+      breaker_(breaker_threshold, breaker_backoff, breaker_max_backoff),
+      reader_(nullptr, redisReaderFree),
+      reconnect_wakeup_(executor_) {}
+
+RedisClient::~RedisClient() = default;
+
+void RedisClient::start() {
+    asio::co_spawn(executor_, [self = shared_from_this()] { return self->connection_loop(); }, asio::detached);
+}
+
+void RedisClient::stop() {
+    state_ = State::stopped;
+    reconnect_wakeup_.cancel();
+    if (socket_) {
+        error_code ignored;
+        socket_->close(ignored);
+    }
+    fail_all();
+}
+
+void RedisClient::record_failure() {
+    const auto before = breaker_.state();
+    breaker_.failure(CircuitBreaker::clock::now());
+    if (before != CircuitBreaker::State::open && breaker_.state() == CircuitBreaker::State::open) {
+        spdlog::warn("redis {}:{}: circuit breaker open, serving from PostgreSQL only", endpoint_.host, endpoint_.port);
+        // Replies may never come (a stalled server): start over.
+        if (socket_) {
+            error_code ignored;
+            socket_->close(ignored);
+        }
+    }
+}
+
+void RedisClient::fail_all() {
+    for (auto& request : waiting_) {
+        request->failed = true;
+        request->done->cancel();
+    }
+    waiting_.clear();
+    out_.clear();
+}
+
+awaitable<void> RedisClient::connection_loop() {
+    auto self = shared_from_this();
+    bool warned = false;
+    while (state_ != State::stopped) {
+        if (!breaker_.allow(CircuitBreaker::clock::now())) {
+            reconnect_wakeup_.expires_after(std::chrono::milliseconds(50));
+            co_await reconnect_wakeup_.async_wait(use_nothrow);
+            continue;
+        }
+        state_ = State::connecting;
+        reader_.reset(redisReaderCreate());
+        socket_ = std::make_unique<tcp::socket>(executor_);
+        bool ok = false;
+        {
+            tcp::resolver resolver(executor_);
+            auto [resolve_ec, endpoints] =
+                co_await resolver.async_resolve(endpoint_.host, std::to_string(endpoint_.port), use_nothrow);
+            if (!resolve_ec) {
+                asio::steady_timer deadline(executor_, timeouts_.connect);
+                auto result =
+                    co_await (asio::async_connect(*socket_, endpoints, use_nothrow) || deadline.async_wait(use_nothrow));
+                ok = result.index() == 0 && !std::get<0>(std::get<0>(result));
+            }
+        }
+        if (ok) {
+            error_code ignored;
+            socket_->set_option(tcp::no_delay(true), ignored);
+            ok = co_await handshake();
+        }
+        if (state_ == State::stopped) {
+            break;
+        }
+        if (!ok) {
+            if (!warned) {
+                spdlog::warn("redis {}:{} unavailable; retrying with backoff", endpoint_.host, endpoint_.port);
+                warned = true;
+            }
+            breaker_.failure(CircuitBreaker::clock::now());
+            error_code ignored;
+            socket_->close(ignored);
+            state_ = State::disconnected;
+            continue;
+        }
+        breaker_.success();
+        warned = false;
+        state_ = State::ready;
+        spdlog::info("redis {}:{} connected (db {})", endpoint_.host, endpoint_.port, endpoint_.database);
+        co_await read_loop();
+        if (state_ != State::stopped) {
+            state_ = State::disconnected;
+            spdlog::warn("redis {}:{} connection lost", endpoint_.host, endpoint_.port);
+        }
+        fail_all();
+    }
+}
+
+awaitable<bool> RedisClient::handshake() {
+    std::vector<RedisCommand> commands;
+    if (!endpoint_.password.empty()) {
+        commands.push_back(endpoint_.user.empty() ? RedisCommand{"AUTH", endpoint_.password}
+                                                  : RedisCommand{"AUTH", endpoint_.user, endpoint_.password});
+    }
+    if (endpoint_.database != 0) {
+        commands.push_back({"SELECT", std::to_string(endpoint_.database)});
+    }
+    for (const std::string& script : scripts_) {
+        commands.push_back({"SCRIPT", "LOAD", script});
+    }
+    commands.push_back({"PING"});
+    std::string request;
+    for (const auto& command : commands) {
+        format_command(command, request);
+    }
+    std::vector<RedisReply> replies;
+    auto exchange = [&]() -> awaitable<bool> {
+        auto [write_ec, written] = co_await asio::async_write(*socket_, asio::buffer(request), use_nothrow);
+        if (write_ec) {
+            co_return false;
+        }
+        char buffer[4096];
+        while (replies.size() < commands.size()) {
+            void* reply = nullptr;
+            if (redisReaderGetReply(reader_.get(), &reply) != REDIS_OK) {
+                co_return false;
+            }
+            if (reply != nullptr) {
+                replies.emplace_back(static_cast<redisReply*>(reply));
+                continue;
+            }
+            auto [read_ec, n] = co_await socket_->async_read_some(asio::buffer(buffer), use_nothrow);
+            if (read_ec) {
+                co_return false;
+            }
+            redisReaderFeed(reader_.get(), buffer, n);
+        }
+        co_return true;
+    };
+    asio::steady_timer deadline(executor_, timeouts_.connect);
+    auto result = co_await (exchange() || deadline.async_wait(use_nothrow));
+    if (result.index() != 0 || !std::get<0>(result)) {
+        co_return false;
+    }
+    script_shas_.clear();
+    std::size_t index = 0;
+    for (const auto& command : commands) {
+        const redisReply* reply = replies[index++].get();
+        if (reply->type == REDIS_REPLY_ERROR) {
+            // A wrong password is a configuration error, worth saying every time.
+            spdlog::error("redis {}:{}: {} failed: {}", endpoint_.host, endpoint_.port, command.front(),
+                          std::string(reply->str, reply->len));
+            co_return false;
+        }
+        if (command.front() == "SCRIPT") {
+            script_shas_.emplace_back(reply->str, reply->len);
+        }
+    }
+    co_return true;
+}
+
+awaitable<void> RedisClient::read_loop() {
+    char buffer[16 * 1024];
+    for (;;) {
+        auto [ec, n] = co_await socket_->async_read_some(asio::buffer(buffer), use_nothrow);
+        if (ec) {
+            co_return;
+        }
+        if (redisReaderFeed(reader_.get(), buffer, n) != REDIS_OK) {
+            co_return;
+        }
+        for (;;) {
+            void* raw = nullptr;
+            if (redisReaderGetReply(reader_.get(), &raw) != REDIS_OK) {
+                co_return;  // protocol error: reconnect
+            }
+            if (raw == nullptr) {
+                break;
+            }
+            RedisReply reply(static_cast<redisReply*>(raw));
+            if (waiting_.empty()) {
+                continue;  // nothing asked for it; cannot happen with a sane server
+            }
+            auto& request = waiting_.front();
+            request->replies.push_back(std::move(reply));
+            if (request->replies.size() == request->expected) {
+                request->done->cancel();
+                waiting_.pop_front();
+            }
+        }
+    }
+}
+
+awaitable<void> RedisClient::flush() {
+    auto self = shared_from_this();
+    writing_ = true;
+    std::string sending;
+    while (!out_.empty() && state_ == State::ready) {
+        sending.swap(out_);
+        out_.clear();
+        auto [ec, n] = co_await asio::async_write(*socket_, asio::buffer(sending), use_nothrow);
+        sending.clear();
+        if (ec) {
+            error_code ignored;
+            socket_->close(ignored);
+            break;
+        }
+    }
+    writing_ = false;
+}
+
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vector<RedisCommand> commands) {
+    if (state_ != State::ready || commands.empty() || !breaker_.allow(CircuitBreaker::clock::now())) {
+        co_return std::nullopt;
+    }
+    auto self = shared_from_this();
+    auto request = std::make_shared<Request>();
+    request->expected = commands.size();
+    request->done = std::make_unique<asio::steady_timer>(executor_, timeouts_.command);
+    for (const auto& command : commands) {
+        format_command(command, out_);
+    }
+    waiting_.push_back(request);
+    if (!writing_) {
+        asio::co_spawn(executor_, flush(), asio::detached);
+    }
+    co_await request->done->async_wait(use_nothrow);
+    if (request->failed || request->replies.size() != request->expected) {
+        if (!request->failed) {
+            // Timed out: its replies, if they ever come, are drained and dropped.
+            request->abandoned = true;
+        }
+        record_failure();
+        co_return std::nullopt;
+    }
+    breaker_.success();
+    co_return std::move(request->replies);
+}
+
+}  // namespace pgshelf::proxy

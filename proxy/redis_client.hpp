@@ -1,0 +1,99 @@
+// A pipelined Redis connection on one worker's event loop. hiredis is used
+// only as the RESP codec (redisFormatCommandArgv, redisReader); the I/O is
+// Asio's. Every call has a deadline; failures feed a circuit breaker, and
+// while it is open calls fail at once, so a dead or stalled Redis costs
+// clients nothing but a short timeout, once.
+#pragma once
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <hiredis/hiredis.h>
+
+#include "proxy/asio.hpp"
+#include "proxy/circuit_breaker.hpp"
+
+namespace pgshelf::proxy {
+
+struct RedisEndpoint {
+    std::string host = "127.0.0.1";
+    std::uint16_t port = 6379;
+    std::string user;
+    std::string password;
+    int database = 0;
+};
+
+// redis://[[user]:password@]host[:port][/db]; returns an error message or empty.
+std::string parse_redis_url(std::string_view url, RedisEndpoint& out);
+
+struct RedisReplyDeleter {
+    void operator()(redisReply* r) const { freeReplyObject(r); }
+};
+using RedisReply = std::unique_ptr<redisReply, RedisReplyDeleter>;
+using RedisCommand = std::vector<std::string>;
+
+struct RedisTimeouts {
+    std::chrono::milliseconds connect{200};
+    std::chrono::milliseconds command{50};
+};
+
+class RedisClient : public std::enable_shared_from_this<RedisClient> {
+public:
+    RedisClient(asio::any_io_executor executor, RedisEndpoint endpoint, RedisTimeouts timeouts,
+                std::vector<std::string> scripts_to_load);
+    ~RedisClient();
+
+    // Starts the connection loop (connect, AUTH/SELECT, SCRIPT LOAD, read).
+    void start();
+    void stop();
+
+    // Sends `commands` in one write and returns their replies in order; or
+    // nullopt on timeout, connection loss, or while the breaker is open. An
+    // error reply from Redis is a reply, not a failure.
+    awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands);
+
+    bool connected() const { return state_ == State::ready; }
+    CircuitBreaker::State breaker_state() const { return breaker_.state(); }
+    // SHA1 of each script passed to the constructor, once loaded.
+    const std::vector<std::string>& script_shas() const { return script_shas_; }
+
+private:
+    enum class State { disconnected, connecting, ready, stopped };
+    struct Request {
+        std::size_t expected = 0;
+        std::vector<RedisReply> replies;
+        bool failed = false;
+        bool abandoned = false;  // the caller timed out; replies are drained and dropped
+        std::unique_ptr<asio::steady_timer> done;
+    };
+
+    awaitable<void> connection_loop();
+    awaitable<bool> handshake();
+    awaitable<void> read_loop();
+    awaitable<void> flush();
+    void fail_all();
+    void record_failure();
+
+    asio::any_io_executor executor_;
+    RedisEndpoint endpoint_;
+    RedisTimeouts timeouts_;
+    std::vector<std::string> scripts_;
+    std::vector<std::string> script_shas_;
+    CircuitBreaker breaker_;
+    State state_ = State::disconnected;
+    std::unique_ptr<tcp::socket> socket_;
+    std::unique_ptr<redisReader, void (*)(redisReader*)> reader_;
+    std::deque<std::shared_ptr<Request>> waiting_;
+    std::string out_;
+    bool writing_ = false;
+    asio::steady_timer reconnect_wakeup_;
+};
+
+// Appends one RESP-encoded command to `out`.
+void format_command(const RedisCommand& command, std::string& out);
+
+}  // namespace pgshelf::proxy
