@@ -114,7 +114,11 @@ awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const
             commands.push_back(bump_command(bump, rule_generation_key(prefix_, rules.cache_rules()[rule].name), 0));
         }
     }
-    auto replies = scripts_ready ? co_await redis_->execute(std::move(commands)) : std::nullopt;
+    // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
+    std::optional<std::vector<RedisReply>> replies;
+    if (scripts_ready) {
+        replies = co_await redis_->execute(std::move(commands));
+    }
     bool ok = replies.has_value();
     if (ok) {
         for (const auto& reply : *replies) {

@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "pgwire/value_text.hpp"
+#include "proxy/cache_engine.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/server_link.hpp"
 
@@ -49,10 +51,40 @@ std::optional<std::string_view> leading_cstring(std::string_view body, std::size
     return s;
 }
 
+// Bound parameters as text, the form keys are rendered from; nullopt when
+// a binary parameter has a type pgshelf cannot render.
+std::optional<std::vector<std::optional<std::string>>> bound_parameters_text(const pgwire::Bind& bind,
+                                                                             const std::vector<std::uint32_t>& types) {
+    std::vector<std::optional<std::string>> out;
+    out.reserve(bind.params.size());
+    for (std::size_t i = 0; i < bind.params.size(); ++i) {
+        const auto& value = bind.params[i];
+        if (!value) {
+            out.emplace_back();
+            continue;
+        }
+        const std::int16_t format = bind.param_formats.empty()        ? 0
+                                    : bind.param_formats.size() == 1 ? bind.param_formats[0]
+                                    : i < bind.param_formats.size()  ? bind.param_formats[i]
+                                                                     : 0;
+        if (format == 0) {
+            out.emplace_back(std::string(*value));
+            continue;
+        }
+        auto text = pgwire::binary_value_text(i < types.size() ? types[i] : 0, *value);
+        if (!text) {
+            return std::nullopt;
+        }
+        out.emplace_back(std::move(*text));
+    }
+    return out;
+}
+
 }  // namespace
 
-ClientSession::ClientSession(Runtime& runtime, tcp::socket socket, std::uint64_t id)
+ClientSession::ClientSession(Runtime& runtime, CacheEngine* cache, tcp::socket socket, std::uint64_t id)
     : runtime_(runtime),
+      cache_(cache),
       id_(id),
       client_(std::make_unique<Stream>(std::move(socket))),
       client_in_(buffer_capacity),
@@ -239,24 +271,39 @@ awaitable<bool> ClientSession::open_server() {
 // ------------------------------------------------------------ relays
 
 awaitable<void> ClientSession::client_to_server() {
-    const std::uint64_t max_message = runtime_.config().proxy.max_message_size;
     pgwire::Limits limits;
-    limits.max_message_size = max_message;
+    limits.max_message_size = runtime_.config().proxy.max_message_size;
     std::size_t streaming = 0;  // bytes of the current frame to pass on uninspected
-    std::size_t whole_frame_needed = 0;
+    bool read_needed = true;
+    std::vector<asio::const_buffer> out;
+    std::deque<std::string> extra;  // bytes pgshelf adds (released batches, injected Parse)
     for (;;) {
-        char* space = client_in_.prepare(min_read);
-        auto [read_ec, n] = co_await client_->read_some(asio::buffer(space, client_in_.free_space()));
-        if (read_ec) {
-            note_end(read_ec == asio::error::eof ? "client closed" : "client: " + read_ec.message());
-            co_return;
+        if (read_needed) {
+            char* space = client_in_.prepare(min_read);
+            auto [read_ec, n] = co_await client_->read_some(asio::buffer(space, client_in_.free_space()));
+            if (read_ec) {
+                note_end(read_ec == asio::error::eof ? "client closed" : "client: " + read_ec.message());
+                co_return;
+            }
+            client_in_.commit(n);
         }
-        client_in_.commit(n);
+        read_needed = true;
 
         const std::string_view data = client_in_.data();
         std::size_t pos = 0;
-        whole_frame_needed = 0;
+        std::size_t segment_from = 0;
+        std::size_t whole_frame_needed = 0;
+        Action held = Action::forward;
+        std::size_t held_frame_size = 0;
         bool failed = false;
+        out.clear();
+        extra.clear();
+        auto cut = [&](std::size_t at) {
+            if (at > segment_from) {
+                out.push_back(asio::buffer(data.data() + segment_from, at - segment_from));
+            }
+            segment_from = at;
+        };
         while (pos < data.size()) {
             if (streaming > 0) {
                 const std::size_t take = std::min(streaming, data.size() - pos);
@@ -277,35 +324,105 @@ awaitable<void> ClientSession::client_to_server() {
             }
             const std::size_t frame = header.frame_size();
             const std::size_t available = data.size() - pos;
-            if (phase_ == Phase::ready && frontend_needs_inspection(header.type)) {
-                const bool whole = frame <= inspect_limit;
-                const std::size_t needed = whole ? frame : prefix_limit;
-                if (available < needed) {
-                    whole_frame_needed = needed;
-                    break;
+            if (phase_ != Phase::ready || !frontend_needs_inspection(header.type)) {
+                if (batch_) {
+                    // Anything outside the batch pattern (Flush, CopyData...) releases it.
+                    cut(pos);
+                    extra.push_back(release_batch());
+                    out.push_back(asio::buffer(extra.back()));
                 }
-                const std::size_t body_size = std::min(available, frame) - pgwire::frame_header_size;
-                const auto body = data.substr(pos + pgwire::frame_header_size, body_size);
-                if (inspect_frontend(header.type, body, whole) == Action::fail) {
-                    failed = true;
-                    break;
-                }
+                streaming = frame;
+                continue;
             }
-            // Forward the frame, streaming whatever has not arrived yet.
-            streaming = frame;
+            const bool whole = frame <= inspect_limit;
+            const std::size_t needed = whole ? frame : prefix_limit;
+            if (available < needed) {
+                whole_frame_needed = needed;
+                break;
+            }
+            const auto frame_bytes = data.substr(pos, std::min(available, frame));
+            Action action = batch_ && whole ? inspect_frontend_batch(header.type, frame_bytes)
+                                            : inspect_frontend(header.type, frame_bytes, whole);
+            if (action == Action::release_batch) {
+                cut(pos);
+                extra.push_back(release_batch());
+                out.push_back(asio::buffer(extra.back()));
+                action = inspect_frontend(header.type, frame_bytes, whole);
+            }
+            if (!replacement_.empty()) {
+                // An injected Parse goes right before the frame that needs it.
+                cut(pos);
+                extra.push_back(std::move(replacement_));
+                replacement_.clear();
+                out.push_back(asio::buffer(extra.back()));
+            }
+            if (action == Action::fail) {
+                failed = true;
+                break;
+            }
+            if (action == Action::absorb || action == Action::hold_batch) {
+                cut(pos);
+                batch_->bytes.append(frame_bytes);
+                pos += frame;
+                segment_from = pos;
+                if (action == Action::hold_batch) {
+                    held = action;
+                    break;
+                }
+                continue;
+            }
+            if (action == Action::hold_query) {
+                cut(pos);
+                held = action;
+                held_frame_size = frame;
+                break;
+            }
+            streaming = frame;  // forward, streaming what has not arrived yet
         }
-        if (pos > 0) {
-            auto [write_ec, written] = co_await server_->write(asio::buffer(data.data(), pos));
+        if (held != Action::hold_query) {
+            cut(pos);
+        }
+        if (!out.empty()) {
+            auto [write_ec, written] = co_await server_->write(out);
             if (write_ec) {
                 note_end("server: " + write_ec.message());
                 co_return;
             }
-            client_in_.consume(pos);
         }
+        client_in_.consume(pos);
         if (failed) {
             runtime_.counters().protocol_errors++;
             note_end(pending_error_message_);
             co_return;
+        }
+        if (held == Action::hold_query) {
+            const std::string frame(client_in_.data().substr(0, held_frame_size));
+            client_in_.consume(held_frame_size);
+            if (!co_await serve_query(frame)) {
+                forwarding_held_ = true;
+                inspect_frontend('Q', frame, true);  // now it goes to the server
+                forwarding_held_ = false;
+                auto [write_ec, written] = co_await server_->write(asio::buffer(frame));
+                if (write_ec) {
+                    note_end("server: " + write_ec.message());
+                    co_return;
+                }
+            }
+            read_needed = false;  // more frames may wait in the buffer
+            continue;
+        }
+        if (held == Action::hold_batch) {
+            if (!co_await serve_batch()) {
+                const std::string bytes = release_batch();
+                auto [write_ec, written] = co_await server_->write(asio::buffer(bytes));
+                if (write_ec) {
+                    note_end("server: " + write_ec.message());
+                    co_return;
+                }
+            }
+            batch_.reset();
+            read_needed = false;
+            continue;
         }
         if (whole_frame_needed > 0) {
             client_in_.reserve_frame(whole_frame_needed);
@@ -315,27 +432,41 @@ awaitable<void> ClientSession::client_to_server() {
 
 awaitable<void> ClientSession::server_to_client() {
     std::size_t streaming = 0;
+    bool read_needed = true;
     std::deque<std::string> replacements;
     std::vector<asio::const_buffer> out;
     for (;;) {
-        char* space = server_in_.prepare(min_read);
-        auto [read_ec, n] = co_await server_->read_some(asio::buffer(space, server_in_.free_space()));
-        if (read_ec) {
-            note_end(read_ec == asio::error::eof ? "server closed" : "server: " + read_ec.message());
-            co_return;
+        if (read_needed) {
+            char* space = server_in_.prepare(min_read);
+            auto [read_ec, n] = co_await server_->read_some(asio::buffer(space, server_in_.free_space()));
+            if (read_ec) {
+                note_end(read_ec == asio::error::eof ? "server closed" : "server: " + read_ec.message());
+                co_return;
+            }
+            server_in_.commit(n);
         }
-        server_in_.commit(n);
+        read_needed = true;
 
         const std::string_view data = server_in_.data();
         std::size_t pos = 0;
         std::size_t forwarded_from = 0;
         std::size_t whole_frame_needed = 0;
+        std::size_t invalidate_before = std::string_view::npos;  // a held ReadyForQuery's offset
         bool failed = false;
         out.clear();
         replacements.clear();
+        auto cut = [&](std::size_t at) {
+            if (at > forwarded_from) {
+                out.push_back(asio::buffer(data.data() + forwarded_from, at - forwarded_from));
+            }
+            forwarded_from = at;
+        };
         while (pos < data.size()) {
             if (streaming > 0) {
                 const std::size_t take = std::min(streaming, data.size() - pos);
+                if (capture_ && capture_->streaming_left > 0) {
+                    capture_frame(0, data.substr(pos, take), 0);
+                }
                 pos += take;
                 streaming -= take;
                 continue;
@@ -353,6 +484,7 @@ awaitable<void> ClientSession::server_to_client() {
             }
             const std::size_t frame = header.frame_size();
             const std::size_t available = data.size() - pos;
+            Action action = Action::forward;
             if (backend_needs_inspection(header.type)) {
                 const bool whole = frame <= inspect_limit;
                 const std::size_t needed = whole ? frame : prefix_limit;
@@ -361,34 +493,59 @@ awaitable<void> ClientSession::server_to_client() {
                     break;
                 }
                 const std::size_t body_size = std::min(available, frame) - pgwire::frame_header_size;
-                const auto body = data.substr(pos + pgwire::frame_header_size, body_size);
-                const Action action = inspect_backend(header.type, body, whole);
-                if (action == Action::fail) {
-                    failed = true;
-                    break;
-                }
+                action = inspect_backend(header.type, data.substr(pos + pgwire::frame_header_size, body_size), whole);
+            }
+            if (capture_) {
+                capture_frame(header.type, data.substr(pos, std::min(available, frame)), frame);
+            }
+            if (action == Action::fail) {
+                failed = true;
+                break;
+            }
+            if (action == Action::replace || action == Action::drop) {
+                cut(pos);
                 if (action == Action::replace) {
-                    out.push_back(asio::buffer(data.data() + forwarded_from, pos - forwarded_from));
                     replacements.push_back(std::move(replacement_));
+                    replacement_.clear();
                     out.push_back(asio::buffer(replacements.back()));
-                    pos += frame;
-                    forwarded_from = pos;
-                    continue;
                 }
+                pos += frame;
+                forwarded_from = pos;
+                continue;
+            }
+            if (action == Action::hold_for_invalidation) {
+                cut(pos);
+                invalidate_before = pos;
+                pos += frame;  // ReadyForQuery is small and whole
+                break;
             }
             streaming = frame;
         }
-        out.push_back(asio::buffer(data.data() + forwarded_from, pos - forwarded_from));
-        if (pos > 0) {
-            writing_to_client_ = true;
-            auto [write_ec, written] = co_await client_->write(out);
-            writing_to_client_ = false;
-            if (write_ec) {
-                note_end("client: " + write_ec.message());
+        if (invalidate_before == std::string_view::npos) {
+            cut(pos);
+        }
+        if (!out.empty()) {
+            if (!co_await write_client(out)) {
                 co_return;
             }
-            server_in_.consume(pos);
         }
+        if (invalidate_before != std::string_view::npos) {
+            // The client learns its writes committed only after their cache
+            // entries are invalid: no read that starts after the commit
+            // acknowledgement can see the old value.
+            WritePlan plan = std::move(transaction_writes_);
+            transaction_writes_ = {};
+            if (rules_) {
+                co_await cache_->invalidate(*rules_, plan);
+            }
+            const std::vector<asio::const_buffer> ready{
+                asio::buffer(data.data() + invalidate_before, pos - invalidate_before)};
+            if (!co_await write_client(ready)) {
+                co_return;
+            }
+            read_needed = pos >= data.size();
+        }
+        server_in_.consume(pos);
         if (failed) {
             note_end(pending_error_message_);
             co_return;
@@ -405,9 +562,30 @@ awaitable<void> ClientSession::server_to_client() {
     }
 }
 
+awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers) {
+    while (client_busy_) {
+        asio::steady_timer wait(client_->socket().get_executor(), asio::steady_timer::time_point::max());
+        client_waiters_.push_back(&wait);
+        co_await wait.async_wait(use_nothrow);
+    }
+    client_busy_ = true;
+    auto [ec, written] = co_await client_->write(buffers);
+    client_busy_ = false;
+    if (!client_waiters_.empty()) {
+        client_waiters_.front()->cancel();
+        client_waiters_.pop_front();
+    }
+    if (ec) {
+        note_end("client: " + ec.message());
+        co_return false;
+    }
+    co_return true;
+}
+
 // ------------------------------------------------------------ inspection
 
-ClientSession::Action ClientSession::inspect_frontend(char type, std::string_view body, bool complete) {
+ClientSession::Action ClientSession::inspect_frontend(char type, std::string_view frame, bool complete) {
+    const std::string_view body = frame.substr(pgwire::frame_header_size);
     if (!complete) {
         // A large message seen through its first bytes: only names matter.
         std::size_t offset = 0;
@@ -419,6 +597,7 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
         } else if (type == 'B') {
             auto portal = leading_cstring(body, offset);
             auto statement = leading_cstring(body, offset);
+            replacement_ = injection_for_unnamed(statement.value_or(""));
             state_.on_bind(portal.value_or(""), statement.value_or(""));
         } else if (type == 'F') {
             state_.on_function_call();
@@ -431,18 +610,73 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
         pending_error_message_ = std::string("invalid frontend message type '") + type + "': " + ec.message();
         return Action::fail;
     }
+    Action action = Action::forward;
     std::visit(
-        [this](const auto& m) {
+        [this, &action](const auto& m) {
             using T = std::decay_t<decltype(m)>;
             if constexpr (std::is_same_v<T, pgwire::Query>) {
+                if (cache_active() && !forwarding_held_) {
+                    if (auto plan = plan_sql(m.sql, {}, {})) {
+                        if (plan->read && state_.pending().empty() && !state_.skipping_to_sync()) {
+                            held_plan_ = std::move(plan);
+                            action = Action::hold_query;
+                            return;
+                        }
+                        if (plan->writes) {
+                            note_write(plan->write);
+                        }
+                    }
+                }
+                held_plan_.reset();
                 state_.on_query(m.sql);
             } else if constexpr (std::is_same_v<T, pgwire::Parse>) {
+                if (m.name.empty() && cache_active() && !forwarding_held_ && state_.pending().empty() &&
+                    !state_.skipping_to_sync()) {
+                    batch_.emplace();
+                    batch_->has_parse = true;
+                    batch_->parse_sql.assign(m.sql);
+                    batch_->parse_types = m.param_types;
+                    action = Action::absorb;
+                    return;
+                }
+                if (m.name.empty()) {
+                    server_unnamed_stale_ = false;  // the server gets the new one now
+                }
                 state_.on_parse(m.name, m.sql, m.param_types);
             } else if constexpr (std::is_same_v<T, pgwire::Bind>) {
-                state_.on_bind(m.portal, m.statement);
+                const PreparedStatement* statement = state_.statement(m.statement);
+                auto parameters = cache_active() && statement != nullptr
+                                      ? bound_parameters_text(m, statement->param_types)
+                                      : std::nullopt;
+                if (cache_active() && !forwarding_held_ && m.portal.empty() && state_.pending().empty() &&
+                    !state_.skipping_to_sync() && statement != nullptr) {
+                    batch_.emplace();
+                    batch_->has_bind = true;
+                    batch_->bind_statement.assign(m.statement);
+                    batch_->parameters = std::move(parameters);
+                    batch_->result_formats = m.result_formats;
+                    action = Action::absorb;
+                    return;
+                }
+                replacement_ = injection_for_unnamed(m.statement);
+                state_.on_bind(m.portal, m.statement, std::move(parameters), m.result_formats);
             } else if constexpr (std::is_same_v<T, pgwire::Describe>) {
+                if (m.kind == 'S') {
+                    replacement_ = injection_for_unnamed(m.name);
+                }
                 state_.on_describe(m.kind, m.name);
             } else if constexpr (std::is_same_v<T, pgwire::Execute>) {
+                if (cache_active()) {
+                    const Portal* portal = state_.portal(m.portal);
+                    const PreparedStatement* statement = portal ? state_.statement(portal->statement) : nullptr;
+                    if (statement != nullptr && !statement->sql.empty()) {
+                        static const std::vector<std::optional<std::string>> none;
+                        if (auto plan = plan_sql(statement->sql, portal->parameters.value_or(none), portal->result_formats);
+                            plan && plan->writes) {
+                            note_write(plan->write);
+                        }
+                    }
+                }
                 state_.on_execute(m.portal, m.max_rows);
             } else if constexpr (std::is_same_v<T, pgwire::Close>) {
                 state_.on_close(m.kind, m.name);
@@ -453,7 +687,40 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
             }
         },
         message);
-    return Action::forward;
+    return action;
+}
+
+// A frame arriving while an extended batch is held: it either continues
+// the one shape the cache answers (Parse? Bind Describe(P)? Execute Sync)
+// or releases the batch to the server.
+ClientSession::Action ClientSession::inspect_frontend_batch(char type, std::string_view frame) {
+    pgwire::FrontendMessage message;
+    if (pgwire::decode_frontend_body(type, frame.substr(pgwire::frame_header_size), message)) {
+        return Action::release_batch;  // inspect_frontend reports the error
+    }
+    HeldBatch& b = *batch_;
+    if (auto* bind = std::get_if<pgwire::Bind>(&message);
+        bind && !b.has_bind && bind->statement.empty() && bind->portal.empty()) {
+        b.has_bind = true;
+        b.bind_statement.clear();
+        b.parameters = bound_parameters_text(*bind, b.parse_types);
+        b.result_formats = bind->result_formats;
+        return Action::absorb;
+    }
+    if (auto* describe = std::get_if<pgwire::Describe>(&message);
+        describe && describe->kind == 'P' && describe->name.empty() && b.has_bind && !b.has_describe && !b.has_execute) {
+        b.has_describe = true;
+        return Action::absorb;
+    }
+    if (auto* execute = std::get_if<pgwire::Execute>(&message);
+        execute && execute->portal.empty() && execute->max_rows == 0 && b.has_bind && !b.has_execute) {
+        b.has_execute = true;
+        return Action::absorb;
+    }
+    if (std::holds_alternative<pgwire::Sync>(message) && b.has_execute) {
+        return Action::hold_batch;
+    }
+    return Action::release_batch;
 }
 
 ClientSession::Action ClientSession::inspect_backend(char type, std::string_view body, bool complete) {
@@ -467,7 +734,8 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
     pgwire::BackendMessage message;
     if (auto ec = pgwire::decode_backend_body(type, body, message); ec) {
         pending_error_sqlstate_ = "08P01";
-        pending_error_message_ = std::string("pgshelf: invalid message from server, type '") + type + "': " + ec.message();
+        pending_error_message_ =
+            std::string("pgshelf: invalid message from server, type '") + type + "': " + ec.message();
         return Action::fail;
     }
     Action action = Action::forward;
@@ -490,7 +758,8 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                 }
             } else if constexpr (std::is_same_v<T, pgwire::BackendKeyData>) {
                 state_.on_backend_key(m.process_id, m.secret_key);
-                const ClientKey key = runtime_.cancels().add({runtime_.config().upstream.endpoint, m.process_id, m.secret_key});
+                const ClientKey key =
+                    runtime_.cancels().add({runtime_.config().upstream.endpoint, m.process_id, m.secret_key});
                 client_key_pid_ = key.pid;
                 replacement_.clear();
                 pgwire::encode(pgwire::BackendMessage{pgwire::BackendKeyData{key.pid, key.secret}}, replacement_);
@@ -501,6 +770,32 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                     startup_deadline_.cancel();
                 }
                 state_.on_ready_for_query(m.status);
+                if (cache_ != nullptr && state_.pending().empty()) {
+                    rules_ = cache_->rules();  // a reload takes effect between requests
+                }
+                if (capture_) {
+                    finish_capture();
+                }
+                if (m.status == 'I') {
+                    const bool apply = !transaction_writes_.empty() && !transaction_rolled_back_ && rules_;
+                    transaction_wrote_ = false;
+                    transaction_rolled_back_ = false;
+                    writes_since_ready_ = {};
+                    if (apply) {
+                        action = Action::hold_for_invalidation;
+                    } else {
+                        transaction_writes_ = {};
+                    }
+                } else if (!writes_since_ready_.empty() && rules_) {
+                    // Inside a transaction: invalidate as the writes complete,
+                    // and again at COMMIT (transaction_writes_ keeps them).
+                    asio::co_spawn(client_->socket().get_executor(),
+                                   [self = shared_from_this(), plan = std::move(writes_since_ready_)]() -> awaitable<void> {
+                                       co_await self->cache_->invalidate(*self->rules_, plan);
+                                   },
+                                   asio::detached);
+                    writes_since_ready_ = {};
+                }
             } else if constexpr (std::is_same_v<T, pgwire::ErrorResponse>) {
                 if (phase_ == Phase::ready) {
                     state_.on_error();
@@ -508,13 +803,16 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
             } else if constexpr (std::is_same_v<T, pgwire::ParameterStatus>) {
                 state_.on_parameter_status(m.name, m.value);
             } else if constexpr (std::is_same_v<T, pgwire::ParseComplete>) {
+                if (state_.front_is_injected()) {
+                    action = Action::drop;
+                }
                 state_.on_parse_complete();
             } else if constexpr (std::is_same_v<T, pgwire::BindComplete>) {
                 state_.on_bind_complete();
             } else if constexpr (std::is_same_v<T, pgwire::CloseComplete>) {
                 state_.on_close_complete();
             } else if constexpr (std::is_same_v<T, pgwire::ParameterDescription>) {
-                state_.on_parameter_description();
+                state_.on_parameter_description(m.types);
             } else if constexpr (std::is_same_v<T, pgwire::RowDescription>) {
                 state_.on_row_description();
             } else if constexpr (std::is_same_v<T, pgwire::NoData>) {
@@ -524,11 +822,258 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
             } else if constexpr (std::is_same_v<T, pgwire::EmptyQueryResponse>) {
                 state_.on_empty_query();
             } else if constexpr (std::is_same_v<T, pgwire::CommandComplete>) {
+                if (m.tag == "ROLLBACK") {
+                    transaction_rolled_back_ = true;
+                }
                 state_.on_command_complete(m.tag);
             }
         },
         message);
     return action;
+}
+
+// ------------------------------------------------------------ cache
+
+bool ClientSession::cache_active() const { return cache_ != nullptr && rules_ != nullptr && phase_ == Phase::ready; }
+
+SessionFacts ClientSession::session_facts() const {
+    SessionFacts facts;
+    facts.transaction_status = state_.transaction_status();
+    facts.transaction_wrote = transaction_wrote_;
+    facts.settings_uncertain = state_.settings_uncertain();
+    facts.database = database_;
+    facts.role = state_.current_role();
+    facts.settings_fingerprint = state_.settings_fingerprint();
+    return facts;
+}
+
+std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
+                                                   const std::vector<std::optional<std::string>>& parameters,
+                                                   std::span<const std::int16_t> result_formats) {
+    if (!cache_active()) {
+        return std::nullopt;
+    }
+    auto analysis = cache_->shapes().get(sql);
+    auto plan = plan_request(*rules_, *analysis, parameters, result_formats, session_facts());
+    if (!plan.read && !plan.writes) {
+        runtime_.counters().bypasses++;
+    }
+    return plan;
+}
+
+void ClientSession::note_write(const WritePlan& plan) {
+    transaction_wrote_ = true;
+    // A read captured before this write, in the same batch, must not be stored.
+    if (capture_) {
+        capture_->valid = false;
+    }
+    for (auto* target : {&transaction_writes_, &writes_since_ready_}) {
+        for (const auto& key : plan.keys) {
+            if (std::find(target->keys.begin(), target->keys.end(), key) == target->keys.end()) {
+                target->keys.push_back(key);
+            }
+        }
+        for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
+            if (std::find(target->fallback_rules.begin(), target->fallback_rules.end(), plan.fallback_rules[i]) ==
+                target->fallback_rules.end()) {
+                target->fallback_rules.push_back(plan.fallback_rules[i]);
+                target->fallback_tables.push_back(plan.fallback_tables[i]);
+            }
+        }
+    }
+    for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
+        spdlog::debug("conn {} write to {} invalidates rule '{}' (no [[invalidate]] rule covers it)", id_,
+                      plan.fallback_tables[i], rules_->cache_rules()[plan.fallback_rules[i]].name);
+    }
+}
+
+namespace {
+
+// Splits a cached payload into its RowDescription (if stored) and the rest
+// (DataRows and CommandComplete).
+std::pair<std::string_view, std::string_view> split_payload(std::string_view payload) {
+    if (payload.size() >= pgwire::frame_header_size && payload.front() == 'T') {
+        pgwire::FrameHeader header;
+        if (pgwire::peek_header(payload, header).status == DecodeStatus::ok && header.frame_size() <= payload.size()) {
+            return {payload.substr(0, header.frame_size()), payload.substr(header.frame_size())};
+        }
+    }
+    return {{}, payload};
+}
+
+std::string ready_for_query(char status) {
+    std::string out;
+    pgwire::encode(pgwire::BackendMessage{pgwire::ReadyForQuery{status}}, out);
+    return out;
+}
+
+}  // namespace
+
+awaitable<bool> ClientSession::serve_query(const std::string& frame) {
+    auto plan = std::move(held_plan_);
+    held_plan_.reset();
+    if (!plan || !plan->read || !rules_) {
+        co_return false;
+    }
+    auto rules = rules_;  // the set this request started with, even across a reload
+    auto lookup = co_await cache_->lookup(*rules, *plan->read);
+    if (lookup && lookup->hit) {
+        auto [row_description, rows] = split_payload(lookup->payload);
+        if (!row_description.empty()) {
+            const std::string ready = ready_for_query(state_.transaction_status());
+            runtime_.counters().hits++;
+            const std::vector<asio::const_buffer> reply{asio::buffer(lookup->payload), asio::buffer(ready)};
+            co_await write_client(reply);
+            co_return true;
+        }
+    }
+    runtime_.counters().misses++;
+    if (lookup && plan->read->may_populate) {
+        capture_.emplace(Capture{std::move(*plan->read), std::move(*lookup), {}, true, 0});
+    }
+    co_return false;
+}
+
+awaitable<bool> ClientSession::serve_batch() {
+    HeldBatch& b = *batch_;
+    std::string sql;
+    std::vector<std::uint32_t> types;
+    if (b.has_parse) {
+        sql = b.parse_sql;
+        types = b.parse_types;
+    } else if (const PreparedStatement* statement = state_.statement(b.bind_statement)) {
+        sql = statement->sql;
+        types = statement->param_types;
+    }
+    if (sql.empty() || !b.parameters) {
+        co_return false;
+    }
+    auto plan = plan_sql(sql, *b.parameters, b.result_formats);
+    if (!plan || !plan->read) {
+        co_return false;
+    }
+    auto rules = rules_;
+    auto lookup = co_await cache_->lookup(*rules, *plan->read);
+    if (lookup && lookup->hit) {
+        auto [row_description, rows] = split_payload(lookup->payload);
+        if (!b.has_describe || !row_description.empty()) {
+            std::string response;
+            if (b.has_parse) {
+                pgwire::encode(pgwire::BackendMessage{pgwire::ParseComplete{}}, response);
+            }
+            pgwire::encode(pgwire::BackendMessage{pgwire::BindComplete{}}, response);
+            if (b.has_describe) {
+                response += row_description;
+            }
+            response += rows;
+            response += ready_for_query(state_.transaction_status());
+            // The client now holds the statement and portal it asked for;
+            // the server does not, so its unnamed statement is stale.
+            if (b.has_parse) {
+                state_.on_parse("", b.parse_sql, b.parse_types);
+                server_unnamed_stale_ = true;
+            }
+            state_.on_bind("", b.bind_statement, std::move(b.parameters), b.result_formats);
+            state_.on_execute("", 0);
+            state_.on_sync();
+            state_.complete_locally();
+            runtime_.counters().hits++;
+            const std::vector<asio::const_buffer> reply{asio::buffer(response)};
+            co_await write_client(reply);
+            co_return true;
+        }
+    }
+    runtime_.counters().misses++;
+    if (lookup && plan->read->may_populate) {
+        capture_.emplace(Capture{std::move(*plan->read), std::move(*lookup), {}, true, 0});
+    }
+    co_return false;
+}
+
+std::string ClientSession::release_batch() {
+    std::string bytes = std::move(batch_->bytes);
+    batch_.reset();
+    // Feed the frames to the bookkeeping as if they had never been held.
+    forwarding_held_ = true;
+    std::string forwarded;
+    std::string_view rest = bytes;
+    while (rest.size() >= pgwire::frame_header_size) {
+        pgwire::FrameHeader header;
+        if (pgwire::peek_header(rest, header).status != DecodeStatus::ok || header.frame_size() > rest.size()) {
+            break;
+        }
+        const auto frame = rest.substr(0, header.frame_size());
+        inspect_frontend(header.type, frame, true);
+        if (!replacement_.empty()) {
+            forwarded += replacement_;
+            replacement_.clear();
+        }
+        forwarded += frame;
+        rest.remove_prefix(header.frame_size());
+    }
+    forwarding_held_ = false;
+    return forwarded;
+}
+
+std::string ClientSession::injection_for_unnamed(std::string_view statement) {
+    if (!statement.empty() || !server_unnamed_stale_) {
+        return {};
+    }
+    server_unnamed_stale_ = false;
+    const PreparedStatement* unnamed = state_.statement("");
+    if (unnamed == nullptr) {
+        return {};
+    }
+    std::string parse;
+    pgwire::encode(pgwire::FrontendMessage{pgwire::Parse{"", unnamed->sql, unnamed->param_types}}, parse);
+    state_.on_injected_parse(unnamed->sql, unnamed->param_types);
+    return parse;
+}
+
+void ClientSession::capture_frame(char type, std::string_view available, std::size_t frame_size) {
+    Capture& c = *capture_;
+    if (!c.valid) {
+        return;
+    }
+    if (frame_size == 0) {  // continuation of a streamed frame
+        c.payload.append(available);
+        c.streaming_left -= std::min(c.streaming_left, available.size());
+    } else {
+        switch (type) {
+            case 'T':
+            case 'D':
+            case 'C':
+                c.payload.append(available);
+                c.streaming_left = frame_size - available.size();
+                break;
+            case '1': case '2': case 't': case 'n': case 'A': case 'Z':
+                break;  // protocol chatter, notifications, and the end
+            default:
+                c.valid = false;  // errors, notices, COPY, parameter changes: not a cacheable result
+                break;
+        }
+    }
+    if (c.payload.size() > c.plan.rule->max_entry_size) {
+        runtime_.counters().stores_too_large++;
+        c.valid = false;
+    }
+    if (!c.valid) {
+        c.payload.clear();
+        c.payload.shrink_to_fit();
+    }
+}
+
+void ClientSession::finish_capture() {
+    Capture c = std::move(*capture_);
+    capture_.reset();
+    if (!c.valid || c.payload.empty() || c.streaming_left != 0) {
+        return;
+    }
+    asio::co_spawn(client_->socket().get_executor(),
+                   [self = shared_from_this(), c = std::move(c)]() -> awaitable<void> {
+                       co_await self->cache_->store(c.plan, c.stamps, c.payload);
+                   },
+                   asio::detached);
 }
 
 // ------------------------------------------------------------ lifecycle
@@ -546,7 +1091,7 @@ bool ClientSession::idle() const {
 
 void ClientSession::begin_drain() {
     draining_ = true;
-    if (idle() && !writing_to_client_ && server_) {
+    if (idle() && !client_busy_ && server_) {
         // Both relays are waiting for input; closing the server side ends
         // them and run() then says goodbye to the client.
         note_end("shutdown");

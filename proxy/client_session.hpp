@@ -3,30 +3,40 @@
 // Flow: startup packet (SSLRequest → TLS, GSSENCRequest → 'N',
 // CancelRequest → forwarded to the right server backend) → connect to
 // PostgreSQL → then two relay loops run until either side ends:
-//   client → server: frames read, inspected (SessionState), original bytes forwarded
-//   server → client: same, with BackendKeyData and SASL mechanisms rewritten
+//   client → server: frames read, inspected (SessionState, cache plans),
+//                    original bytes forwarded or answered from the cache
+//   server → client: same, with BackendKeyData and SASL mechanisms
+//                    rewritten, results captured for the cache
 // Each loop writes what it read before reading more, so a slow reader
 // slows its peer down (back-pressure) instead of growing memory.
+//
+// Cache hits are answered only when nothing is outstanding at the server,
+// so a local answer never has to be ordered among server answers; a write
+// gate keeps the two loops from interleaving bytes to the client.
 #pragma once
 
 #include <chrono>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "pgwire/codec.hpp"
 #include "proxy/asio.hpp"
+#include "proxy/cache_planner.hpp"
+#include "proxy/cache_store.hpp"
 #include "proxy/frame_buffer.hpp"
 #include "proxy/session_state.hpp"
 #include "proxy/stream.hpp"
 
 namespace pgshelf::proxy {
 
-class Runtime;  // process-wide services (config, TLS, cancel registry, counters)
+class Runtime;
+class CacheEngine;
 
 class ClientSession : public std::enable_shared_from_this<ClientSession> {
 public:
-    ClientSession(Runtime& runtime, tcp::socket socket, std::uint64_t id);
+    ClientSession(Runtime& runtime, CacheEngine* cache, tcp::socket socket, std::uint64_t id);
     ~ClientSession();
 
     awaitable<void> run();
@@ -37,8 +47,41 @@ public:
     const SessionState& state() const { return state_; }
 
 private:
-    enum class Action { forward, replace, fail };
+    enum class Action {
+        forward,         // pass the frame on
+        replace,         // send replacement_ instead (backend rewrites)
+        drop,            // neither forward nor answer (answers to injected requests)
+        fail,            // protocol violation: end the session with pending_error_*
+        hold_query,      // a cacheable simple Query: look it up before deciding
+        absorb,          // the frame joins the held extended batch
+        hold_batch,      // the Sync completing a held batch: look it up
+        release_batch,   // the held batch cannot be a hit: forward it, then this frame
+        hold_for_invalidation,  // ReadyForQuery after writes: invalidate first
+    };
     enum class Phase { startup, authenticating, ready, closing };
+
+    // A Parse/Bind/Describe/Execute/Sync batch held back from the server
+    // until its Sync shows whether the cache can answer it.
+    struct HeldBatch {
+        std::string bytes;  // the client's original frames
+        bool has_parse = false;
+        std::string parse_sql;
+        std::vector<std::uint32_t> parse_types;
+        bool has_bind = false;
+        std::string bind_statement;
+        std::optional<std::vector<std::optional<std::string>>> parameters;
+        std::vector<std::int16_t> result_formats;
+        bool has_describe = false;
+        bool has_execute = false;
+    };
+    // A miss whose result is being captured on its way to the client.
+    struct Capture {
+        ReadPlan plan;
+        LookupResult stamps;
+        std::string payload;
+        bool valid = true;
+        std::size_t streaming_left = 0;  // bytes of a captured frame still to come
+    };
 
     awaitable<bool> negotiate_startup();
     awaitable<void> handle_cancel(const pgwire::CancelRequest& request);
@@ -47,16 +90,34 @@ private:
     awaitable<void> server_to_client();
     awaitable<void> startup_watchdog();
 
-    Action inspect_frontend(char type, std::string_view body, bool complete);
+    Action inspect_frontend(char type, std::string_view frame, bool complete);
+    Action inspect_frontend_batch(char type, std::string_view frame);
     Action inspect_backend(char type, std::string_view body, bool complete);
 
-    // Sends an ErrorResponse to the client (plain or FATAL severity).
+    // Cache paths.
+    bool cache_active() const;
+    SessionFacts session_facts() const;
+    std::optional<RequestPlan> plan_sql(std::string_view sql, const std::vector<std::optional<std::string>>& parameters,
+                                        std::span<const std::int16_t> result_formats);
+    void note_write(const WritePlan& plan);
+    awaitable<bool> serve_query(const std::string& frame);
+    awaitable<bool> serve_batch();
+    std::string release_batch();
+    std::string injection_for_unnamed(std::string_view statement);
+    void capture_frame(char type, std::string_view available, std::size_t frame_size);
+    void finish_capture();
+
+    // Client writes from either loop go through this gate.
+    awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers);
+
     awaitable<void> send_client_error(std::string_view severity, std::string_view sqlstate, std::string_view message);
     bool idle() const;
     void note_end(std::string reason);
     void close_all();
 
     Runtime& runtime_;
+    CacheEngine* cache_;
+    std::shared_ptr<const cache_rules::RuleSet> rules_;
     std::uint64_t id_;
     std::unique_ptr<Stream> client_;
     std::unique_ptr<Stream> server_;
@@ -70,14 +131,24 @@ private:
     std::string database_;
     std::int32_t client_key_pid_ = 0;
 
-    // Replacement bytes for rewritten frames, alive until written.
+    // Cache state of this session.
+    std::optional<RequestPlan> held_plan_;
+    std::optional<HeldBatch> batch_;
+    std::optional<Capture> capture_;
+    bool server_unnamed_stale_ = false;
+    bool forwarding_held_ = false;  // re-inspecting held frames on their way to the server  // a hit answered a Parse("") the server never saw
+    bool transaction_wrote_ = false;
+    bool transaction_rolled_back_ = false;
+    WritePlan transaction_writes_;  // applied again when the transaction ends
+    WritePlan writes_since_ready_;  // applied at the next ReadyForQuery
+
     std::string replacement_;
-    // Error to send the client after the relays stop (protocol violation).
     std::string pending_error_sqlstate_;
     std::string pending_error_message_;
 
     asio::steady_timer startup_deadline_;
-    bool writing_to_client_ = false;
+    bool client_busy_ = false;
+    std::deque<asio::steady_timer*> client_waiters_;
     bool draining_ = false;
     std::string end_reason_;
     std::chrono::steady_clock::time_point started_;

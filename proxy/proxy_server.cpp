@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/cache_engine.hpp"
 #include "proxy/client_session.hpp"
 
 namespace pgshelf::proxy {
@@ -17,7 +18,10 @@ ProxyServer::ProxyServer(Config config) : runtime_(std::move(config)), acceptor_
     for (unsigned i = 0; i < count; ++i) {
         workers_.push_back(std::make_unique<Worker>());
         work_guards_.push_back(asio::make_work_guard(workers_.back()->context));
+        workers_.back()->cache = std::make_unique<CacheEngine>(workers_.back()->context.get_executor(), runtime_);
     }
+    // One worker watches for lost invalidations and makes them good.
+    asio::co_spawn(workers_.front()->context, workers_.front()->cache->recover_lost_invalidations(), asio::detached);
 }
 
 ProxyServer::~ProxyServer() { stop_workers(); }
@@ -75,7 +79,8 @@ awaitable<void> ProxyServer::accept_loop() {
             co_await pause.async_wait(use_nothrow);
             continue;
         }
-        auto session = std::make_shared<ClientSession>(runtime_, std::move(socket), next_session_id_++);
+        auto session =
+            std::make_shared<ClientSession>(runtime_, worker.cache.get(), std::move(socket), next_session_id_++);
         asio::co_spawn(
             worker.context,
             [&worker, session]() -> awaitable<void> {
@@ -144,6 +149,11 @@ awaitable<void> ProxyServer::drain() {
 }
 
 void ProxyServer::stop_workers() {
+    for (auto& worker : workers_) {
+        if (worker->cache) {
+            asio::post(worker->context, [cache = worker->cache.get()] { cache->stop(); });
+        }
+    }
     work_guards_.clear();
     for (auto& worker : workers_) {
         worker->context.stop();

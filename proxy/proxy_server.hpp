@@ -14,6 +14,7 @@
 
 namespace pgshelf::proxy {
 
+class CacheEngine;
 class ClientSession;
 
 class ProxyServer {
@@ -27,6 +28,7 @@ public:
 private:
     struct Worker {
         asio::io_context context{1};
+        std::unique_ptr<CacheEngine> cache;
         std::list<std::weak_ptr<ClientSession>> sessions;  // touched only on this worker's thread
         std::thread thread;
     };

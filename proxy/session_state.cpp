@@ -77,7 +77,9 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
     }
 }
 
-void SessionState::on_bind(std::string_view portal, std::string_view statement) {
+void SessionState::on_bind(std::string_view portal, std::string_view statement,
+                           std::optional<std::vector<std::optional<std::string>>> parameters,
+                           std::vector<std::int16_t> result_formats) {
     if (skipping_to_sync_) {
         return;
     }
@@ -86,7 +88,17 @@ void SessionState::on_bind(std::string_view portal, std::string_view statement) 
     if (auto it = portals_.find(p.name); it != portals_.end()) {
         p.previous_portal = it->second;
     }
-    portals_[p.name] = Portal{std::string(statement)};
+    portals_[p.name] = Portal{std::string(statement), std::move(parameters), std::move(result_formats)};
+    push(std::move(p));
+}
+
+void SessionState::on_injected_parse(std::string_view sql, const std::vector<std::uint32_t>& param_types) {
+    Pending p{RequestKind::parse};
+    p.injected = true;
+    if (auto it = statements_.find(""); it != statements_.end()) {
+        p.previous_statement = it->second;
+    }
+    statements_[""] = PreparedStatement{std::string(sql), param_types};
     push(std::move(p));
 }
 
@@ -146,6 +158,20 @@ void SessionState::on_function_call() {
     push(std::move(p));
 }
 
+void SessionState::complete_locally() {
+    while (!pending_.empty()) {
+        const bool sync = pending_.front().kind == RequestKind::sync;
+        pending_.pop_front();
+        if (sync) {
+            --pending_syncs_;
+            break;
+        }
+    }
+    if (transaction_status_ == 'I') {
+        portals_.clear();
+    }
+}
+
 // ------------------------------------------------------------ backend
 
 bool SessionState::complete_front(std::initializer_list<RequestKind> kinds) {
@@ -164,10 +190,14 @@ void SessionState::on_parse_complete() { complete_front({RequestKind::parse}); }
 void SessionState::on_bind_complete() { complete_front({RequestKind::bind}); }
 void SessionState::on_close_complete() { complete_front({RequestKind::close}); }
 
-void SessionState::on_parameter_description() {
+void SessionState::on_parameter_description(const std::vector<std::uint32_t>& types) {
     // First half of a statement Describe; RowDescription or NoData completes it.
     if (pending_.empty() || pending_.front().kind != RequestKind::describe_statement) {
         ++desyncs_;
+        return;
+    }
+    if (auto it = statements_.find(pending_.front().name); it != statements_.end() && !types.empty()) {
+        it->second.param_types = types;  // the server's inference fills the client's zeros
     }
 }
 

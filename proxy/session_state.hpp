@@ -34,6 +34,10 @@ struct PreparedStatement {
 
 struct Portal {
     std::string statement;
+    // Bound parameters as text ($1 first), when the cache needs them and
+    // they could be rendered; and the result format codes.
+    std::optional<std::vector<std::optional<std::string>>> parameters;
+    std::vector<std::int16_t> result_formats;
     bool operator==(const Portal&) const = default;
 };
 
@@ -63,6 +67,7 @@ public:
         // Settings a simple Query or an Execute applies when it succeeds.
         std::vector<cache_rules::SettingChange> settings;
         bool settings_opaque = false;
+        bool injected = false;
     };
 
     // ---- frontend (client → server), in the order sent
@@ -70,12 +75,20 @@ public:
     // `sql_complete` is false when the proxy only saw a prefix of a large message.
     void on_parse(std::string_view name, std::string_view sql, const std::vector<std::uint32_t>& param_types,
                   bool sql_complete = true);
-    void on_bind(std::string_view portal, std::string_view statement);
+    void on_bind(std::string_view portal, std::string_view statement,
+                 std::optional<std::vector<std::optional<std::string>>> parameters = std::nullopt,
+                 std::vector<std::int16_t> result_formats = {});
+    // A Parse pgshelf sends on its own (to bring the server's unnamed
+    // statement up to date): its ParseComplete is not for the client.
+    void on_injected_parse(std::string_view sql, const std::vector<std::uint32_t>& param_types);
     void on_describe(char kind, std::string_view name);
     void on_execute(std::string_view portal, std::int32_t max_rows);
     void on_close(char kind, std::string_view name);
     void on_sync();
     void on_function_call();
+    // The requests up to and including the next Sync were answered by
+    // pgshelf itself (a cache hit): retire them as the server would have.
+    void complete_locally();
     // Any other frontend message (Flush, CopyData, CopyDone, CopyFail,
     // Terminate, PasswordMessage) carries no reply of its own.
 
@@ -83,7 +96,11 @@ public:
     void on_parse_complete();
     void on_bind_complete();
     void on_close_complete();
-    void on_parameter_description();
+    // Records the server's parameter types for the described statement.
+    void on_parameter_description(const std::vector<std::uint32_t>& types = {});
+    // Whether the oldest pending request is one the client did not send
+    // (its answer must not reach the client).
+    bool front_is_injected() const { return !pending_.empty() && pending_.front().injected; }
     void on_row_description();
     void on_no_data();
     void on_command_complete(std::string_view tag);
