@@ -254,7 +254,8 @@ awaitable<bool> ClientSession::open_server() {
         runtime_.counters().server_connect_errors++;
         note_end(connection.error);
         spdlog::warn("conn {} {}", id_, connection.error);
-        co_await send_client_error("FATAL", "08006", "pgshelf: " + connection.error);
+        const std::string message = "pgshelf: " + connection.error;
+        co_await send_client_error("FATAL", "08006", message);
         co_return false;
     }
     server_ = std::move(connection.stream);

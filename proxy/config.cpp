@@ -384,8 +384,9 @@ std::string parse_upstream_url(std::string_view url, UpstreamConfig& out) {
         std::string_view pair = query.substr(0, amp);
         query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
         auto eq = pair.find('=');
-        std::string_view name = pair.substr(0, eq);
-        std::string_view value = eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1);
+        const std::string_view name = pair.substr(0, eq);
+        const std::string decoded = percent_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+        const std::string_view value = decoded;
         if (name == "sslmode") {
             if (auto message = parse_sslmode(value, out.sslmode); !message.empty()) {
                 return message;
@@ -408,6 +409,24 @@ std::string parse_upstream_url(std::string_view url, UpstreamConfig& out) {
         // Other libpq parameters (application_name, ...) concern clients, not pgshelf.
     }
     return {};
+}
+
+std::string percent_decode(std::string_view text) {
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        if (text[i] == '%' && i + 2 < text.size()) {
+            unsigned value = 0;
+            auto [end, ec] = std::from_chars(text.data() + i + 1, text.data() + i + 3, value, 16);
+            if (ec == std::errc{} && end == text.data() + i + 3) {
+                out += static_cast<char>(value);
+                i += 2;
+                continue;
+            }
+        }
+        out += text[i];
+    }
+    return out;
 }
 
 std::string_view to_string(SslMode mode) {

@@ -83,6 +83,9 @@ std::string parse_upstream_url(std::string_view url, UpstreamConfig& out);
 
 std::string_view to_string(SslMode mode);
 
+// Decodes %XX escapes (as in URLs); other bytes are kept as they are.
+std::string percent_decode(std::string_view text);
+
 // The documented list of settings: section.key, environment variable, default.
 struct SettingDoc {
     std::string key;

@@ -1,6 +1,8 @@
 // Pipelined Redis connection; see redis_client.hpp.
 #include "proxy/redis_client.hpp"
 
+#include "proxy/config.hpp"
+
 #include <charconv>
 
 #include <spdlog/spdlog.h>
@@ -14,23 +16,6 @@ namespace {
 constexpr int breaker_threshold = 3;
 constexpr std::chrono::milliseconds breaker_backoff{250};
 constexpr std::chrono::milliseconds breaker_max_backoff{5000};
-
-std::string percent_decode(std::string_view s) {
-    std::string out;
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '%' && i + 2 < s.size()) {
-            unsigned value = 0;
-            auto [end, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, value, 16);
-            if (ec == std::errc{} && end == s.data() + i + 3) {
-                out += static_cast<char>(value);
-                i += 2;
-                continue;
-            }
-        }
-        out += s[i];
-    }
-    return out;
-}
 
 }  // namespace
 

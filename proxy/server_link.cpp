@@ -74,9 +74,10 @@ awaitable<ServerConnection> connect_to_server(const UpstreamConfig& config, Upst
         co_return ServerConnection{nullptr, "SSL negotiation with " + describe(config) + " failed: " + read_ec.message()};
     }
     if (answer == 'S') {
-        const bool verify_name = config.sslmode == SslMode::verify_full;
-        auto handshake_ec =
-            co_await stream->handshake_as_client(tls.context, config.endpoint.host, verify_name ? config.endpoint.host : "");
+        // Named locals, not temporaries, in co_await expressions: GCC 12
+        // destroys such temporaries twice.
+        const std::string verify_host = config.sslmode == SslMode::verify_full ? config.endpoint.host : std::string{};
+        auto handshake_ec = co_await stream->handshake_as_client(tls.context, config.endpoint.host, verify_host);
         if (handshake_ec) {
             co_return ServerConnection{nullptr,
                                        "SSL handshake with " + describe(config) + " failed: " + handshake_ec.message()};

@@ -159,3 +159,16 @@ TEST(Config, ConfigurationDocListsEverySetting) {
 
 }  // namespace
 }  // namespace pgshelf::proxy
+
+namespace pgshelf::proxy {
+namespace {
+
+TEST(Config, UrlQueryValuesArePercentDecoded) {
+    UpstreamConfig u;
+    EXPECT_EQ(parse_upstream_url("postgres://h:1?sslmode=verify-full&sslrootcert=%2Ftmp%2Fca%20file.pem", u), "");
+    EXPECT_EQ(u.sslrootcert, "/tmp/ca file.pem");
+    EXPECT_EQ(percent_decode("a%zzb%4"), "a%zzb%4");  // malformed escapes stay as they are
+}
+
+}  // namespace
+}  // namespace pgshelf::proxy
