@@ -12,11 +12,16 @@ namespace {
 // Versions and generations outlive entries by far; an expired one only
 // costs misses (see cache_store.hpp), so a day bounds Redis memory safely.
 constexpr std::uint64_t version_ttl_ms = 24ull * 3600 * 1000;
+// Another instance's fetch of the same entry: how long its lock lasts, and
+// how long (at most attempts × interval) a second miss waits for it.
+constexpr std::uint64_t fetch_lock_ms = 2000;
+constexpr int fetch_poll_attempts = 10;
+constexpr std::chrono::milliseconds fetch_poll_interval{20};
 
 }  // namespace
 
 CacheEngine::CacheEngine(asio::any_io_executor executor, Runtime& runtime)
-    : runtime_(runtime), global_key_(global_generation_key(prefix_)) {
+    : executor_(executor), runtime_(runtime), global_key_(global_generation_key(prefix_)) {
     if (runtime_.redis_endpoint()) {
         redis_ = std::make_shared<RedisClient>(std::move(executor), *runtime_.redis_endpoint(),
                                                runtime_.redis_timeouts(), cache_scripts());
@@ -71,8 +76,48 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
         co_await redis_->execute(std::move(create));
         result->hit = false;
         result->rule_generation.reset();  // no store with unknown generations
+        co_return result;
+    }
+    if (result->hit || !plan.may_populate) {
+        co_return result;
+    }
+    // Stampede across instances: the first miss takes a short lock (in the
+    // entry's hash slot); the others poll briefly for its result.
+    const EntryAddress where = address(plan);
+    std::vector<RedisCommand> take_lock;
+    take_lock.push_back({"SET", where.entry_key + ":lock", "1", "NX", "PX", std::to_string(fetch_lock_ms)});
+    auto locked = co_await redis_->execute(std::move(take_lock));
+    if (!locked || locked->front()->type != REDIS_REPLY_NIL) {
+        co_return result;  // we hold the lock (or Redis is failing): go to PostgreSQL
+    }
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    for (int attempt = 0; attempt < fetch_poll_attempts; ++attempt) {
+        pause.expires_after(fetch_poll_interval);
+        co_await pause.async_wait(use_nothrow);
+        auto again = co_await redis_->execute(lookup_commands(where, global_key_));
+        if (!again) {
+            break;
+        }
+        auto next = parse_lookup(*again);
+        if (next && next->hit) {
+            runtime_.counters().coalesced++;
+            co_return next;
+        }
     }
     co_return result;
+}
+
+void CacheEngine::release_fetch_lock(const ReadPlan& plan) {
+    if (!redis_) {
+        return;
+    }
+    asio::co_spawn(executor_,
+                   [redis = redis_, key = address(plan).entry_key + ":lock"]() -> awaitable<void> {
+                       std::vector<RedisCommand> del;
+                       del.push_back({"DEL", key});
+                       co_await redis->execute(std::move(del));
+                   },
+                   asio::detached);
 }
 
 awaitable<bool> CacheEngine::store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload) {

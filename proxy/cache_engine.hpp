@@ -24,13 +24,19 @@ public:
     // The rules in force, or null when caching is off (no Redis or no rules).
     std::shared_ptr<const cache_rules::RuleSet> rules() const;
     cache_rules::ShapeCache& shapes() { return shapes_; }
+    // The Redis key of the entry a read plan addresses.
+    std::string entry_key(const ReadPlan& plan) const { return address(plan).entry_key; }
 
     // nullopt = Redis unavailable (the caller goes to PostgreSQL) or hits
-    // suspended until a lost invalidation has been made good.
+    // suspended until a lost invalidation has been made good. On a miss
+    // another pgshelf instance is already fetching (it holds the entry's
+    // short lock), this waits briefly for that instance's result.
     awaitable<std::optional<LookupResult>> lookup(const cache_rules::RuleSet& rules, const ReadPlan& plan);
     // Stores a complete result; false when the entry went stale meanwhile,
     // was too large, or Redis failed.
     awaitable<bool> store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload);
+    // A miss that will not store after all lets other instances stop waiting.
+    void release_fetch_lock(const ReadPlan& plan);
     // Applies a write's invalidations. A failure is remembered
     // process-wide: no hits anywhere until the global generation is bumped.
     awaitable<bool> invalidate(const cache_rules::RuleSet& rules, const WritePlan& plan);
@@ -44,6 +50,7 @@ public:
 private:
     EntryAddress address(const ReadPlan& plan) const;
 
+    asio::any_io_executor executor_;
     Runtime& runtime_;
     std::shared_ptr<RedisClient> redis_;
     cache_rules::ShapeCache shapes_{10'000};

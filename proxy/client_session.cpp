@@ -23,6 +23,9 @@ constexpr std::size_t min_read = 4 * 1024;
 // streamed and inspected from their first prefix_limit bytes only.
 constexpr std::size_t inspect_limit = 1024 * 1024;
 constexpr std::size_t prefix_limit = 8 * 1024;
+// How long a miss waits for a concurrent miss on the same entry (in this
+// process) before going to PostgreSQL itself.
+constexpr std::chrono::milliseconds coalesce_wait{500};
 
 bool frontend_needs_inspection(char type) {
     switch (type) {
@@ -928,11 +931,34 @@ awaitable<bool> ClientSession::serve_query(const std::string& frame) {
             co_return true;
         }
     }
-    runtime_.counters().misses++;
-    if (lookup && plan->read->may_populate) {
-        capture_.emplace(Capture{std::move(*plan->read), std::move(*lookup), {}, true, 0});
+    if (auto shared = co_await coalesce_miss(*plan->read, lookup)) {
+        auto [row_description, rows] = split_payload(*shared);
+        if (!row_description.empty()) {
+            const std::string ready = ready_for_query(state_.transaction_status());
+            const std::vector<asio::const_buffer> reply{asio::buffer(*shared), asio::buffer(ready)};
+            co_await write_client(reply);
+            co_return true;
+        }
     }
     co_return false;
+}
+
+awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& plan, std::optional<LookupResult>& lookup) {
+    runtime_.counters().misses++;
+    if (!lookup || !plan.may_populate) {
+        co_return std::nullopt;
+    }
+    const std::string key = cache_->entry_key(plan);
+    if (!runtime_.inflight().begin(key)) {
+        auto payload = co_await runtime_.inflight().wait(key, coalesce_wait);
+        if (payload) {
+            runtime_.counters().coalesced++;
+        }
+        co_return payload;
+    }
+    capture_.emplace(Capture{std::move(plan), std::move(*lookup), {}, true, 0, {}});
+    capture_->lead = Inflight::Lead(&runtime_.inflight(), key);
+    co_return std::nullopt;
 }
 
 awaitable<bool> ClientSession::serve_batch() {
@@ -958,37 +984,45 @@ awaitable<bool> ClientSession::serve_batch() {
     if (lookup && lookup->hit) {
         auto [row_description, rows] = split_payload(lookup->payload);
         if (!b.has_describe || !row_description.empty()) {
-            std::string response;
-            if (b.has_parse) {
-                pgwire::encode(pgwire::BackendMessage{pgwire::ParseComplete{}}, response);
-            }
-            pgwire::encode(pgwire::BackendMessage{pgwire::BindComplete{}}, response);
-            if (b.has_describe) {
-                response += row_description;
-            }
-            response += rows;
-            response += ready_for_query(state_.transaction_status());
-            // The client now holds the statement and portal it asked for;
-            // the server does not, so its unnamed statement is stale.
-            if (b.has_parse) {
-                state_.on_parse("", b.parse_sql, b.parse_types);
-                server_unnamed_stale_ = true;
-            }
-            state_.on_bind("", b.bind_statement, std::move(b.parameters), b.result_formats);
-            state_.on_execute("", 0);
-            state_.on_sync();
-            state_.complete_locally();
             runtime_.counters().hits++;
-            const std::vector<asio::const_buffer> reply{asio::buffer(response)};
-            co_await write_client(reply);
+            co_await answer_batch_locally(row_description, rows);
             co_return true;
         }
     }
-    runtime_.counters().misses++;
-    if (lookup && plan->read->may_populate) {
-        capture_.emplace(Capture{std::move(*plan->read), std::move(*lookup), {}, true, 0});
+    if (auto shared = co_await coalesce_miss(*plan->read, lookup)) {
+        auto [row_description, rows] = split_payload(*shared);
+        if (!b.has_describe || !row_description.empty()) {
+            co_await answer_batch_locally(row_description, rows);
+            co_return true;
+        }
     }
     co_return false;
+}
+
+awaitable<void> ClientSession::answer_batch_locally(std::string_view row_description, std::string_view rows) {
+    HeldBatch& b = *batch_;
+    std::string response;
+    if (b.has_parse) {
+        pgwire::encode(pgwire::BackendMessage{pgwire::ParseComplete{}}, response);
+    }
+    pgwire::encode(pgwire::BackendMessage{pgwire::BindComplete{}}, response);
+    if (b.has_describe) {
+        response += row_description;
+    }
+    response += rows;
+    response += ready_for_query(state_.transaction_status());
+    // The client now holds the statement and portal it asked for; the
+    // server does not, so its unnamed statement is stale.
+    if (b.has_parse) {
+        state_.on_parse("", b.parse_sql, b.parse_types);
+        server_unnamed_stale_ = true;
+    }
+    state_.on_bind("", b.bind_statement, std::move(b.parameters), b.result_formats);
+    state_.on_execute("", 0);
+    state_.on_sync();
+    state_.complete_locally();
+    const std::vector<asio::const_buffer> reply{asio::buffer(response)};
+    co_await write_client(reply);
 }
 
 std::string ClientSession::release_batch() {
@@ -1068,8 +1102,10 @@ void ClientSession::finish_capture() {
     Capture c = std::move(*capture_);
     capture_.reset();
     if (!c.valid || c.payload.empty() || c.streaming_left != 0) {
-        return;
+        cache_->release_fetch_lock(c.plan);
+        return;  // c.lead wakes the waiters with nothing
     }
+    c.lead.release(c.payload);
     asio::co_spawn(client_->socket().get_executor(),
                    [self = shared_from_this(), c = std::move(c)]() -> awaitable<void> {
                        co_await self->cache_->store(c.plan, c.stamps, c.payload);

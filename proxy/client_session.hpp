@@ -26,6 +26,7 @@
 #include "proxy/cache_planner.hpp"
 #include "proxy/cache_store.hpp"
 #include "proxy/frame_buffer.hpp"
+#include "proxy/inflight.hpp"
 #include "proxy/session_state.hpp"
 #include "proxy/stream.hpp"
 
@@ -81,6 +82,7 @@ private:
         std::string payload;
         bool valid = true;
         std::size_t streaming_left = 0;  // bytes of a captured frame still to come
+        Inflight::Lead lead;             // other sessions waiting for this result
     };
 
     awaitable<bool> negotiate_startup();
@@ -102,6 +104,10 @@ private:
     void note_write(const WritePlan& plan);
     awaitable<bool> serve_query(const std::string& frame);
     awaitable<bool> serve_batch();
+    // After a miss: coalesce with a miss already fetching the same entry
+    // (returns its payload), or become the one that fetches and captures.
+    awaitable<std::optional<std::string>> coalesce_miss(ReadPlan& plan, std::optional<LookupResult>& lookup);
+    awaitable<void> answer_batch_locally(std::string_view row_description, std::string_view rows);
     std::string release_batch();
     std::string injection_for_unnamed(std::string_view statement);
     void capture_frame(char type, std::string_view available, std::size_t frame_size);

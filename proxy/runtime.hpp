@@ -11,6 +11,7 @@
 #include "proxy/redis_client.hpp"
 
 #include "proxy/cancel_registry.hpp"
+#include "proxy/inflight.hpp"
 #include "proxy/config.hpp"
 #include "proxy/server_link.hpp"
 
@@ -36,6 +37,7 @@ struct Counters {
     std::atomic<std::uint64_t> invalidations_failed{0};
     std::atomic<std::uint64_t> global_generation_bumps{0};
     std::atomic<std::uint64_t> redis_errors{0};
+    std::atomic<std::uint64_t> coalesced{0};  // misses answered by another miss's result
 };
 
 class Runtime {
@@ -49,6 +51,7 @@ public:
     ssl::context* client_tls() { return client_tls_.get(); }
     UpstreamTls& upstream_tls() { return upstream_tls_; }
     CancelRegistry& cancels() { return cancels_; }
+    Inflight& inflight() { return inflight_; }
     Counters& counters() { return counters_; }
 
     // Redis, when REDIS_URL / redis.url is set.
@@ -73,6 +76,7 @@ private:
     std::unique_ptr<ssl::context> client_tls_;
     UpstreamTls upstream_tls_;
     CancelRegistry cancels_;
+    Inflight inflight_;
     Counters counters_;
     std::optional<RedisEndpoint> redis_endpoint_;
     mutable std::mutex rules_mutex_;
