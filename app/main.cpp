@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cache_rules/rules.hpp"
 #include "proxy/config.hpp"
 #include "proxy/proxy_server.hpp"
 
@@ -22,6 +23,7 @@ constexpr std::string_view usage_text = R"(NAME
 
 SYNOPSIS
     pgshelf [--config FILE]
+    pgshelf check FILE
     pgshelf --version
     pgshelf --help
 
@@ -29,6 +31,11 @@ DESCRIPTION
     pgshelf speaks the PostgreSQL wire protocol to clients and to the server.
     Point an application's DATABASE_URL at pgshelf instead of PostgreSQL;
     authentication, users and databases are the server's own.
+
+COMMANDS
+    check FILE      Validate a config or rules file: settings, and every
+                    [[cache]] and [[invalidate]] rule. Prints each problem
+                    as FILE:LINE: message and exits 2 if there is any.
 
 OPTIONS
     --config FILE   Read settings from a TOML file. Without one, defaults and
@@ -53,9 +60,34 @@ EXIT STATUS
     2 for configuration errors.
 )";
 
+// `pgshelf check FILE`: the same validation start-up does, without starting.
+int check(const std::string& file) {
+    auto loaded = pgshelf::proxy::load_config(file, {});
+    int problems = 0;
+    for (const auto& error : loaded.errors) {
+        std::cerr << error.to_string() << "\n";
+        ++problems;
+    }
+    const std::string rules_file = loaded.config.rules.file.empty() ? file : loaded.config.rules.file;
+    auto rules = pgshelf::cache_rules::load_rules_file(rules_file);
+    for (const auto& error : rules.errors) {
+        std::cerr << error.to_string() << "\n";
+        ++problems;
+    }
+    if (problems > 0) {
+        return 2;
+    }
+    std::cout << rules_file << ": ok, " << rules.rules->cache_rules().size() << " cache rules, "
+              << rules.rules->invalidate_rules().size() << " invalidation rules\n";
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 3 && std::string_view(argv[1]) == "check") {
+        return check(argv[2]);
+    }
     std::optional<std::string> config_file;
     for (int i = 1; i < argc; ++i) {
         const std::string_view arg = argv[i];

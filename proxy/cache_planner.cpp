@@ -87,6 +87,11 @@ RequestPlan plan_request(const cache_rules::RuleSet& rules, const cache_rules::S
         return plan;
     }
     for (const StatementShape& shape : analysis.statements) {
+        if (shape.kind == StatementKind::other && shape.temp_table_reference) {
+            for (const auto& table : shape.tables_written) {
+                plan.temp_tables_created.push_back(table.name);
+            }
+        }
         if (is_write(shape)) {
             plan.writes = true;
             plan_write(rules, shape, analysis.statements.size() == 1 ? parameters : std::vector<std::optional<std::string>>{},
@@ -114,6 +119,15 @@ RequestPlan plan_request(const cache_rules::RuleSet& rules, const cache_rules::S
     if (auto verdict = cache_rules::statement_verdict(shape, {match->rule->allow_volatile}); !verdict.cacheable()) {
         plan.bypass = verdict.reason;
         return plan;
+    }
+    if (session.temp_tables != nullptr) {
+        for (const auto& table : shape.tables_read) {
+            if (std::find(session.temp_tables->begin(), session.temp_tables->end(), table.name) !=
+                session.temp_tables->end()) {
+                plan.bypass = BypassReason::temp_table;
+                return plan;
+            }
+        }
     }
     if (session.transaction_status == 'E') {
         plan.bypass = BypassReason::failed_transaction;

@@ -21,6 +21,9 @@ struct SessionFacts {
     std::string_view database;
     std::string_view role;
     std::uint64_t settings_fingerprint = 0;
+    // Temporary tables this session created: they shadow permanent tables
+    // of the same name, so reads of such names are never cached.
+    const std::vector<std::string>* temp_tables = nullptr;
 };
 
 struct ReadPlan {
@@ -43,6 +46,7 @@ struct RequestPlan {
     cache_rules::BypassReason bypass = cache_rules::BypassReason::none;
     bool writes = false;
     WritePlan write;
+    std::vector<std::string> temp_tables_created;  // CREATE TEMP TABLE names, for the session to remember
 };
 
 // `parameters`: text form of bound parameters ($1 first); empty for a

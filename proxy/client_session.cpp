@@ -848,6 +848,7 @@ SessionFacts ClientSession::session_facts() const {
     facts.database = database_;
     facts.role = state_.current_role();
     facts.settings_fingerprint = state_.settings_fingerprint();
+    facts.temp_tables = &temp_tables_;
     return facts;
 }
 
@@ -859,6 +860,9 @@ std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
     }
     auto analysis = cache_->shapes().get(sql);
     auto plan = plan_request(*rules_, *analysis, parameters, result_formats, session_facts());
+    for (auto& table : plan.temp_tables_created) {
+        temp_tables_.push_back(std::move(table));
+    }
     if (!plan.read && !plan.writes) {
         runtime_.counters().bypasses++;
     }

@@ -147,6 +147,7 @@ private:
     bool transaction_rolled_back_ = false;
     WritePlan transaction_writes_;  // applied again when the transaction ends
     WritePlan writes_since_ready_;  // applied at the next ReadyForQuery
+    std::vector<std::string> temp_tables_;  // created by this session (see SessionFacts)
 
     std::string replacement_;
     std::string pending_error_sqlstate_;
