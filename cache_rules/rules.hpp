@@ -103,6 +103,8 @@ public:
                                           const KeyContext& context) const;
     std::optional<InvalidateMatch> match_invalidate(const StatementShape& statement, const SlotValues& values,
                                                     const KeyContext& context) const;
+    // Whether any cache rule has this shape: a cheap test before matching.
+    bool has_cache_shape(std::uint64_t shape_hash) const { return cache_by_shape_.count(shape_hash) != 0; }
     // Cache rules reading `table`. An unqualified name on either side
     // matches any schema: over-invalidating is safe, missing one is not.
     std::vector<std::size_t> rules_reading(const TableName& table) const;

@@ -107,6 +107,10 @@ RequestPlan plan_request(const cache_rules::RuleSet& rules, const cache_rules::S
         return plan;
     }
     const StatementShape& shape = analysis.statements.front();
+    if (!rules.has_cache_shape(shape.shape_hash)) {
+        plan.bypass = BypassReason::no_rule;
+        return plan;
+    }
     auto values = cache_rules::slot_values(shape, parameters);
     std::optional<cache_rules::CacheMatch> match;
     if (values) {
