@@ -1,6 +1,8 @@
 // Cache operations for one worker; see cache_engine.hpp.
 #include "proxy/cache_engine.hpp"
 
+#include <sstream>
+
 #include <spdlog/spdlog.h>
 
 #include "proxy/runtime.hpp"
@@ -118,6 +120,69 @@ void CacheEngine::release_fetch_lock(const ReadPlan& plan) {
                        co_await redis->execute(std::move(del));
                    },
                    asio::detached);
+}
+
+namespace {
+
+std::string cancel_key_name(std::string_view prefix, std::int32_t pid) {
+    return std::string(prefix) + ":cancel:" + std::to_string(pid);
+}
+
+// Sessions end long before a day; DEL removes the key at the session's end.
+constexpr std::uint64_t cancel_key_ttl_ms = 24ull * 3600 * 1000;
+
+}  // namespace
+
+void CacheEngine::publish_cancel_key(const ClientKey& client, const ServerKey& server) {
+    if (!redis_) {
+        return;
+    }
+    // "client-secret server-pid server-secret port host"
+    std::string value = std::to_string(client.secret) + " " + std::to_string(server.pid) + " " +
+                        std::to_string(server.secret) + " " + std::to_string(server.server.port) + " " +
+                        server.server.host;
+    asio::co_spawn(executor_,
+                   [redis = redis_, key = cancel_key_name(prefix_, client.pid), value = std::move(value)]() -> awaitable<void> {
+                       std::vector<RedisCommand> set;
+                       set.push_back({"SET", key, value, "NX", "PX", std::to_string(cancel_key_ttl_ms)});
+                       co_await redis->execute(std::move(set));
+                   },
+                   asio::detached);
+}
+
+void CacheEngine::retract_cancel_key(std::int32_t client_pid) {
+    if (!redis_) {
+        return;
+    }
+    asio::co_spawn(executor_,
+                   [redis = redis_, key = cancel_key_name(prefix_, client_pid)]() -> awaitable<void> {
+                       std::vector<RedisCommand> del;
+                       del.push_back({"DEL", key});
+                       co_await redis->execute(std::move(del));
+                   },
+                   asio::detached);
+}
+
+awaitable<std::optional<ServerKey>> CacheEngine::find_cancel_key(const ClientKey& client) {
+    if (!redis_) {
+        co_return std::nullopt;
+    }
+    std::vector<RedisCommand> get;
+    get.push_back({"GET", cancel_key_name(prefix_, client.pid)});
+    auto replies = co_await redis_->execute(std::move(get));
+    if (!replies || replies->front()->type != REDIS_REPLY_STRING) {
+        co_return std::nullopt;
+    }
+    std::istringstream in(std::string(replies->front()->str, replies->front()->len));
+    std::int32_t secret = 0;
+    ServerKey server;
+    unsigned port = 0;
+    if (!(in >> secret >> server.pid >> server.secret >> port >> server.server.host) || secret != client.secret ||
+        port == 0 || port > 65535) {
+        co_return std::nullopt;  // a wrong secret cancels nothing, as in PostgreSQL
+    }
+    server.server.port = static_cast<std::uint16_t>(port);
+    co_return server;
 }
 
 awaitable<bool> CacheEngine::store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload) {

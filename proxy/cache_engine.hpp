@@ -10,6 +10,7 @@
 #include "cache_rules/shape_cache.hpp"
 #include "proxy/cache_planner.hpp"
 #include "proxy/cache_store.hpp"
+#include "proxy/cancel_registry.hpp"
 #include "proxy/redis_client.hpp"
 
 namespace pgshelf::proxy {
@@ -44,6 +45,12 @@ public:
     // Runs on one worker: while an invalidation is lost, keeps trying to
     // bump the global generation, and clears the flag once it succeeded.
     awaitable<void> recover_lost_invalidations();
+
+    // Cancel keys shared through Redis, so a CancelRequest that reaches
+    // another pgshelf instance (behind a load balancer) finds its target.
+    void publish_cancel_key(const ClientKey& client, const ServerKey& server);
+    void retract_cancel_key(std::int32_t client_pid);
+    awaitable<std::optional<ServerKey>> find_cancel_key(const ClientKey& client);
 
     void stop();
 

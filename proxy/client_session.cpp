@@ -144,6 +144,11 @@ awaitable<void> ClientSession::run() {
         co_await server_->write(asio::buffer(terminate));
     }
     close_all();
+    // Here rather than in the destructor: at shutdown, sessions outlive
+    // their worker's cache engine.
+    if (client_key_pid_ != 0 && cache_ != nullptr) {
+        cache_->retract_cancel_key(client_key_pid_);
+    }
     const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     spdlog::info("conn {} closed after {:.3f}s: {}", id_, elapsed,
                  end_reason_.empty() ? "closed" : end_reason_);
@@ -240,7 +245,11 @@ awaitable<bool> ClientSession::negotiate_startup() {
 }
 
 awaitable<void> ClientSession::handle_cancel(const pgwire::CancelRequest& request) {
-    auto target = runtime_.cancels().find({request.process_id, request.secret_key});
+    const ClientKey key{request.process_id, request.secret_key};
+    auto target = runtime_.cancels().find(key);
+    if (!target && cache_ != nullptr) {
+        target = co_await cache_->find_cancel_key(key);  // a session of another instance
+    }
     if (!target) {
         spdlog::debug("conn {} cancel request for unknown key {}", id_, request.process_id);
         co_return;
@@ -345,8 +354,10 @@ awaitable<void> ClientSession::client_to_server() {
                 break;
             }
             const auto frame_bytes = data.substr(pos, std::min(available, frame));
-            Action action = batch_ && whole ? inspect_frontend_batch(header.type, frame_bytes)
-                                            : inspect_frontend(header.type, frame_bytes, whole);
+            // A held batch continues only with whole frames of its pattern.
+            Action action = !batch_ ? inspect_frontend(header.type, frame_bytes, whole)
+                            : whole ? inspect_frontend_batch(header.type, frame_bytes)
+                                    : Action::release_batch;
             if (action == Action::release_batch) {
                 cut(pos);
                 extra.push_back(release_batch());
@@ -762,9 +773,12 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                 }
             } else if constexpr (std::is_same_v<T, pgwire::BackendKeyData>) {
                 state_.on_backend_key(m.process_id, m.secret_key);
-                const ClientKey key =
-                    runtime_.cancels().add({runtime_.config().upstream.endpoint, m.process_id, m.secret_key});
+                const ServerKey server{runtime_.config().upstream.endpoint, m.process_id, m.secret_key};
+                const ClientKey key = runtime_.cancels().add(server);
                 client_key_pid_ = key.pid;
+                if (cache_ != nullptr) {
+                    cache_->publish_cancel_key(key, server);
+                }
                 replacement_.clear();
                 pgwire::encode(pgwire::BackendMessage{pgwire::BackendKeyData{key.pid, key.secret}}, replacement_);
                 action = Action::replace;

@@ -299,6 +299,16 @@ awaitable<void> RedisClient::flush() {
 }
 
 awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vector<RedisCommand> commands) {
+    if (state_ == State::connecting || (state_ == State::disconnected && breaker_.state() == CircuitBreaker::State::closed)) {
+        // Just started or reconnecting after a clean loss: give the
+        // connection its connect timeout rather than failing at once.
+        asio::steady_timer pause(executor_);
+        const auto deadline = std::chrono::steady_clock::now() + timeouts_.connect;
+        while (state_ != State::ready && state_ != State::stopped && std::chrono::steady_clock::now() < deadline) {
+            pause.expires_after(std::chrono::milliseconds(5));
+            co_await pause.async_wait(use_nothrow);
+        }
+    }
     if (state_ != State::ready || commands.empty() || !breaker_.allow(CircuitBreaker::clock::now())) {
         co_return std::nullopt;
     }
