@@ -87,7 +87,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
     // entry's hash slot); the others poll briefly for its result.
     const EntryAddress where = address(plan);
     std::vector<RedisCommand> take_lock;
-    take_lock.push_back({"SET", where.entry_key + ":lock", "1", "NX", "PX", std::to_string(fetch_lock_ms)});
+    take_lock.push_back({"SET", where.lock_key, "1", "NX", "PX", std::to_string(fetch_lock_ms)});
     auto locked = co_await redis_->execute(std::move(take_lock));
     if (!locked || locked->front()->type != REDIS_REPLY_NIL) {
         co_return result;  // we hold the lock (or Redis is failing): go to PostgreSQL
@@ -114,7 +114,7 @@ void CacheEngine::release_fetch_lock(const ReadPlan& plan) {
         return;
     }
     asio::co_spawn(executor_,
-                   [redis = redis_, key = address(plan).entry_key + ":lock"]() -> awaitable<void> {
+                   [redis = redis_, key = address(plan).lock_key]() -> awaitable<void> {
                        std::vector<RedisCommand> del;
                        del.push_back({"DEL", key});
                        co_await redis->execute(std::move(del));

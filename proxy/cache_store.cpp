@@ -6,11 +6,13 @@
 namespace pgshelf::proxy {
 namespace {
 
-// KEYS[1] version key, KEYS[2] entry key; ARGV[1] version seen at lookup
+// KEYS[1] version key, KEYS[2] entry key, KEYS[3] fetch lock (released
+// whatever the outcome: the fetch is over); ARGV[1] version seen at lookup
 // ("" = absent), ARGV[2] entry body, ARGV[3] entry TTL ms.
 // When the version key is absent and still absent, it is created with a
 // fresh value, so every stored entry carries a concrete version.
 constexpr const char* store_script = R"lua(
+redis.call('DEL', KEYS[3])
 local v = redis.call('GET', KEYS[1])
 if v == false then
   if ARGV[1] ~= '' then return 0 end
@@ -98,6 +100,7 @@ EntryAddress entry_address(std::string_view prefix, std::string_view rendered, s
     a.version_key = version_key(prefix, rendered);
     a.entry_key.reserve(prefix.size() + rendered.size() + rule.size() + 24);
     a.entry_key.append(prefix).append(":{").append(rendered).append("}:").append(rule).append(":").append(ns);
+    a.lock_key = a.entry_key + ":lock";
     a.rule_generation_key = rule_generation_key(prefix, rule);
     return a;
 }
@@ -166,7 +169,7 @@ std::optional<std::string_view> valid_payload(std::string_view entry_value, cons
 
 RedisCommand store_command(const std::string& store_sha, const EntryAddress& address, const LookupResult& stamps,
                            std::string_view payload, std::uint64_t ttl_ms) {
-    return {"EVALSHA", store_sha, "2", address.version_key, address.entry_key, stamps.version.value_or(""),
+    return {"EVALSHA", store_sha, "3", address.version_key, address.entry_key, address.lock_key, stamps.version.value_or(""),
             encode_entry_body(stamps, payload), std::to_string(ttl_ms)};
 }
 

@@ -33,6 +33,7 @@ namespace pgshelf::proxy {
 struct EntryAddress {
     std::string version_key;
     std::string entry_key;
+    std::string lock_key;  // the short fetch lock of the entry (stampede across instances)
     std::string rule_generation_key;
 };
 

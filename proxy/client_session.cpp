@@ -205,6 +205,9 @@ awaitable<bool> ClientSession::negotiate_startup() {
                     user_ = value;
                 } else if (name == "database") {
                     database_ = value;
+                } else if (name != "application_name" && name != "fallback_application_name" &&
+                           !name.starts_with("_pq_.")) {
+                    state_.on_startup_parameter(name, value);
                 }
             }
             if (database_.empty()) {

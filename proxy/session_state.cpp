@@ -2,6 +2,7 @@
 #include "proxy/session_state.hpp"
 
 #include <algorithm>
+#include <cctype>
 
 #include "cache_rules/hasher.hpp"
 
@@ -342,9 +343,80 @@ void SessionState::on_ready_for_query(char status) {
     }
 }
 
+namespace {
+
+// Splits `options` like PostgreSQL's pg_split_opts: on whitespace, with a
+// backslash escaping the next character.
+std::vector<std::string> split_options(std::string_view options) {
+    std::vector<std::string> args;
+    std::string current;
+    bool in_arg = false;
+    for (std::size_t i = 0; i < options.size(); ++i) {
+        const char ch = options[i];
+        if (std::isspace(static_cast<unsigned char>(ch))) {
+            if (in_arg) {
+                args.push_back(std::move(current));
+                current.clear();
+                in_arg = false;
+            }
+            continue;
+        }
+        in_arg = true;
+        if (ch == '\\' && i + 1 < options.size()) {
+            current += options[++i];
+        } else {
+            current += ch;
+        }
+    }
+    if (in_arg) {
+        args.push_back(std::move(current));
+    }
+    return args;
+}
+
+std::string setting_name(std::string_view name) {
+    std::string out(name);
+    for (char& ch : out) {
+        ch = ch == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    return out;
+}
+
+}  // namespace
+
 void SessionState::on_startup_parameter(std::string_view name, std::string_view value) {
     startup_parameters_[std::string(name)] = std::string(value);
     fingerprint_.reset();
+    if (name != "options") {
+        startup_settings_[setting_name(name)] = std::string(value);
+        return;
+    }
+    // "-c name=value", "-cname=value" and "--name=value", as the server reads them.
+    const auto args = split_options(value);
+    for (std::size_t i = 0; i < args.size(); ++i) {
+        std::string_view assignment;
+        if (args[i] == "-c" && i + 1 < args.size()) {
+            assignment = args[++i];
+        } else if (args[i].starts_with("-c")) {
+            assignment = std::string_view(args[i]).substr(2);
+        } else if (args[i].starts_with("--")) {
+            assignment = std::string_view(args[i]).substr(2);
+        } else {
+            continue;
+        }
+        const auto eq = assignment.find('=');
+        if (eq != std::string_view::npos) {
+            startup_settings_[setting_name(assignment.substr(0, eq))] = std::string(assignment.substr(eq + 1));
+        }
+    }
+}
+
+std::optional<std::string_view> SessionState::startup_setting(std::string_view name) const {
+    auto it = startup_settings_.find(name);
+    if (it == startup_settings_.end()) {
+        return std::nullopt;
+    }
+    return std::string_view(it->second);
 }
 
 std::uint64_t SessionState::settings_fingerprint() const {
@@ -458,7 +530,12 @@ std::optional<std::string_view> SessionState::setting(std::string_view name) con
 }
 
 std::string_view SessionState::current_role() const {
+    // SET ROLE; else the role the session started with (RESET ROLE returns
+    // to it); else the session user.
     if (auto role = setting("role")) {
+        return *role;
+    }
+    if (auto role = startup_setting("role"); role && *role != "none") {
         return *role;
     }
     if (auto authorization = setting("session_authorization")) {

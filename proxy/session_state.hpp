@@ -110,8 +110,13 @@ public:
     void on_ready_for_query(char status);
     void on_parameter_status(std::string_view name, std::string_view value);
     void on_backend_key(std::int32_t pid, std::int32_t secret) { backend_key_ = {pid, secret}; }
-    // GUCs the client set in its startup packet (options, search_path, ...).
+    // A parameter of the client's startup packet other than user and
+    // database: a setting (search_path=...), or `options` holding
+    // "-c name=value" switches. PostgreSQL does not report most of them
+    // back, so they are known only from here.
     void on_startup_parameter(std::string_view name, std::string_view value);
+    // The value a setting has at session start (from the startup packet).
+    std::optional<std::string_view> startup_setting(std::string_view name) const;
 
     // ---- queries
     char transaction_status() const { return transaction_status_; }
@@ -176,6 +181,7 @@ private:
     SettingMap local_settings_;
     bool settings_uncertain_ = false;
     std::map<std::string, std::string, std::less<>> startup_parameters_;
+    std::map<std::string, std::string, std::less<>> startup_settings_;
     mutable std::optional<std::uint64_t> fingerprint_;
 
     std::uint64_t desyncs_ = 0;

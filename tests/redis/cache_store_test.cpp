@@ -129,6 +129,19 @@ TEST_F(CacheStore, KeysShareOneHashTag) {
     EXPECT_EQ(address_.rule_generation_key, "pgshelf:gen:user_variables");
 }
 
+TEST_F(CacheStore, StoreReleasesTheFetchLock) {
+    ensure_generations();
+    auto stamps = lookup();
+    run({"SET", address_.lock_key, "1", "NX", "PX", "2000"});
+    EXPECT_EQ(store(stamps, "ROWS"), 1);
+    EXPECT_EQ(run({"EXISTS", address_.lock_key})->integer, 0);
+    // A store that loses the race releases it too: the fetch is over.
+    run({"SET", address_.lock_key, "1", "NX", "PX", "2000"});
+    invalidate_key();
+    EXPECT_EQ(store(stamps, "STALE"), 0);
+    EXPECT_EQ(run({"EXISTS", address_.lock_key})->integer, 0);
+}
+
 TEST_F(CacheStore, MissStoreThenHit) {
     ensure_generations();
     auto miss = lookup();

@@ -263,3 +263,35 @@ TEST(SessionState, UnexpectedAnswerCountsDesyncAndRecoversAtReadyForQuery) {
 
 }  // namespace
 }  // namespace pgshelf::proxy
+
+namespace pgshelf::proxy {
+namespace {
+
+TEST(SessionStateStartup, OptionsSetTheInitialRoleAndSettings) {
+    SessionState s;
+    s.on_parameter_status("session_authorization", "alice");
+    s.on_startup_parameter("options", "-c role=bob  -csearch_path=s1,public --extra-float-digits=-2 -c x=a\\ b");
+    EXPECT_EQ(s.current_role(), "bob");
+    EXPECT_EQ(s.startup_setting("search_path"), "s1,public");
+    EXPECT_EQ(s.startup_setting("extra_float_digits"), "-2");
+    EXPECT_EQ(s.startup_setting("x"), "a b");
+    run_simple(s, "SET ROLE carol", "SET", 'I');
+    EXPECT_EQ(s.current_role(), "carol");
+    run_simple(s, "RESET ROLE", "RESET", 'I');
+    EXPECT_EQ(s.current_role(), "bob");  // back to the session's starting role
+}
+
+TEST(SessionStateStartup, StartupParametersChangeTheFingerprint) {
+    SessionState a;
+    SessionState b;
+    SessionState c;
+    a.on_startup_parameter("options", "-csearch_path=s1");
+    b.on_startup_parameter("options", "-csearch_path=s2");
+    EXPECT_NE(a.settings_fingerprint(), b.settings_fingerprint());
+    EXPECT_NE(a.settings_fingerprint(), c.settings_fingerprint());
+    c.on_startup_parameter("search_path", "s1");  // a setting sent as its own startup parameter
+    EXPECT_EQ(c.startup_setting("search_path"), "s1");
+}
+
+}  // namespace
+}  // namespace pgshelf::proxy

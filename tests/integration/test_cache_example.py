@@ -1,0 +1,110 @@
+"""The example chat-bot end to end: schema, seed, rules and workload.
+
+Loads examples/telegram-bot/schema.sql and seed.sql (1000 users x 3
+projects) into a fresh database, runs pgshelf with
+examples/telegram-bot/rules.toml, and replays the bot's traffic with
+examples/telegram-bot/workload.js (node-postgres, Zipf-like users, ~10 %
+writes) for a bounded number of messages. The workload measures what
+PostgreSQL received through pg_stat_statements over a direct connection.
+Asserts: no errors, no stale reads (every message sees what the chat's
+previous message wrote), a read hit rate of at least 80 %, and at least
+half the throughput of the same traffic straight to PostgreSQL; the same
+with named prepared statements. The figures are printed (pytest -s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from cache_support import NODE_DIR, redis_server, start_shelf
+from pgshelf_harness import REPO_ROOT, client_env
+
+__all__ = ["redis_server"]
+
+EXAMPLE = REPO_ROOT / "examples" / "telegram-bot"
+MESSAGES = int(os.environ.get("PGSHELF_IT_EXAMPLE_MESSAGES", "6000"))
+MIN_HIT_RATE = 0.80
+# Through pgshelf at least this share of the throughput straight to
+# PostgreSQL (on one machine a hit saves little; mostly it must not cost).
+MIN_SPEED_RATIO = 0.5
+
+
+@pytest.fixture(scope="module")
+def bot_db(pg):
+    pg.psql("CREATE DATABASE bot")
+    pg.psql("CREATE EXTENSION pg_stat_statements", dbname="bot")
+    pg.psql((EXAMPLE / "schema.sql").read_text(), dbname="bot")
+    pg.psql((EXAMPLE / "seed.sql").read_text(), dbname="bot", timeout=120)
+    assert pg.psql("SELECT count(*) FROM users", dbname="bot") == "3000"
+    return "bot"
+
+
+@pytest.fixture(scope="module")
+def bot_shelf(pg, redis_server, bot_db):
+    proxy = start_shelf(pg, redis_server, EXAMPLE / "rules.toml", log_level="debug")
+    yield proxy
+    proxy.stop()
+
+
+def run_workload(pg, shelf, *args: str, timeout: float = 240) -> dict:
+    """Runs workload.js --json against ``shelf`` (a PgShelf, or ``pg`` itself for a baseline)."""
+    # The example's own node_modules when installed (npm ci there), else the
+    # integration tests' (same pg package).
+    own = EXAMPLE / "node_modules" / "pg"
+    modules = EXAMPLE / "node_modules" if own.is_dir() else NODE_DIR / "node_modules"
+    assert (modules / "pg").is_dir(), "run tests/integration/prepare.sh first (npm ci)"
+    env = client_env(NODE_PATH=str(modules), DATABASE_URL=shelf.dsn(dbname="bot"),  # type: ignore[union-attr]
+                     DIRECT_DATABASE_URL=pg.dsn(dbname="bot"))
+    proc = subprocess.run(["node", str(EXAMPLE / "workload.js"), "--json", *args], capture_output=True, text=True,
+                          env=env, cwd=EXAMPLE, timeout=timeout)
+    assert proc.returncode in (0, 1), f"workload.js exited {proc.returncode}\n{proc.stderr[-4000:]}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary["stderr"] = proc.stderr[-3000:]
+    return summary
+
+
+@pytest.fixture(scope="module")
+def baseline(pg, bot_db) -> dict:
+    """The same traffic straight to PostgreSQL (before pgshelf caches anything)."""
+    s = run_workload(pg, pg, "--messages", str(MESSAGES // 2), "--concurrency", "8", "--seed", "6")
+    print(f"\ndirect to PostgreSQL: {s['messages']} messages in {s['seconds']} s ({s['messages_per_second']}/s), "
+          f"errors {s['errors']}, stale reads {s['stale_reads']}")
+    assert s["errors"] == 0 and s["stale_reads"] == 0, s["stderr"]
+    assert s["hit_rate"] == 0
+    return s
+
+
+def report(name: str, s: dict) -> None:
+    print(f"\n{name}: {s['messages']} messages in {s['seconds']} s ({s['messages_per_second']}/s); "
+          f"sent {s['sent']['total']} statements ({s['sent']['reads']} reads); "
+          f"PostgreSQL received {s['received']['total']} ({s['received']['reads']} reads); "
+          f"read hit rate {s['hit_rate'] * 100:.1f} % {s['hit_rate_by_read']}; "
+          f"errors {s['errors']}; stale reads {s['stale_reads']}")
+
+
+@pytest.mark.parametrize("mode", ["unnamed", "prepared"])
+def test_example_workload(pg, bot_shelf, baseline, mode):
+    args = ["--messages", str(MESSAGES if mode == "unnamed" else MESSAGES // 2), "--concurrency", "8",
+            "--seed", "7" if mode == "unnamed" else "8"]
+    if mode == "prepared":
+        args.append("--prepared")
+    s = run_workload(pg, bot_shelf, *args)
+    report(mode, s)
+    details = f"\nworkload stderr:\n{s['stderr']}\npgshelf log:\n{bot_shelf.log_tail(30)}"
+    assert s["errors"] == 0, f"{s['errors']} errors" + details
+    assert s["stale_reads"] == 0, f"{s['stale_reads']} stale reads" + details
+    assert s["sent"]["reads"] >= 4 * s["messages"]
+    # Everything the app sent that was not a hit reached PostgreSQL.
+    assert s["received"]["total"] <= s["sent"]["total"]
+    assert s["hit_rate"] >= MIN_HIT_RATE, \
+        f"read hit rate {s['hit_rate'] * 100:.1f} % < {MIN_HIT_RATE * 100:.0f} % (by read: {s['hit_rate_by_read']})" \
+        + details
+    # A cache must not make the application slower than PostgreSQL alone.
+    ratio = s["messages_per_second"] / baseline["messages_per_second"]
+    assert ratio >= MIN_SPEED_RATIO, \
+        f"{s['messages_per_second']} messages/s through pgshelf vs {baseline['messages_per_second']}/s straight " \
+        f"to PostgreSQL ({ratio:.2f}x, at least {MIN_SPEED_RATIO}x expected)" + details

@@ -1,0 +1,233 @@
+"""Redis down or slow: fall back to PostgreSQL, no client errors, fail closed.
+
+- Redis killed (SIGKILL) in the middle of a concurrent workload: no client
+  sees an error or a wrong row, no statement takes long, every read after
+  the kill reaches PostgreSQL; Redis restarted on the same port: hits
+  resume (pg_stat_statements), rows still right.
+- Redis paused (SIGSTOP) while a write goes through pgshelf: the write's
+  invalidation times out, the client gets no error and no long delay;
+  after SIGCONT the old entry is still in Redis, yet it is never served.
+- Redis killed, a write through pgshelf, Redis restarted from a snapshot
+  taken before the write (so the stale entry, its version and the rule
+  generation are all back, exactly as before the write): the lost
+  invalidation must still keep the old entry from being served.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from cache_support import (connect, counter, poll, query, redis_server, reaches_server, served_from_cache,
+                           start_shelf, wait_for_hit, write_rules)
+
+__all__ = ["counter", "redis_server"]
+
+RULES = """
+[[cache]]
+name  = "stock"
+query = "SELECT sku, qty, label FROM out_stock WHERE sku = $1"
+key   = "stock:{sku}"
+ttl   = "300s"
+
+[[invalidate]]
+name  = "stock_set"
+query = "UPDATE out_stock SET qty = $1 WHERE sku = $2"
+keys  = ["stock:{sku}"]
+"""
+
+READ = "SELECT sku, qty, label FROM out_stock WHERE sku = %s"
+WRITE = "UPDATE out_stock SET qty = %s WHERE sku = %s"
+PATTERN = "SELECT%out_stock%"
+SLOW = 2.0  # seconds: no statement may take this long while Redis is down or paused
+
+READ_ONLY_SKUS = range(1, 21)  # never written: their rows are known
+WRITTEN_SKUS = range(21, 41)  # written by the workload
+
+
+@pytest.fixture(scope="module")
+def oshelf(pg, redis_server, tmp_path_factory):
+    pg.psql("""
+        CREATE TABLE out_stock (sku int PRIMARY KEY, qty int NOT NULL, label text NOT NULL);
+        INSERT INTO out_stock SELECT i, i * 10, 'item ' || i FROM generate_series(1, 100) AS i;
+    """)
+    rules = write_rules(tmp_path_factory.mktemp("rules"), RULES)
+    proxy = start_shelf(pg, redis_server, rules)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def redis(redis_server):
+    """The module's Redis, running and answering again after each test."""
+    yield redis_server
+    redis_server.resume()
+    if not redis_server.alive():
+        redis_server.start()
+
+
+def qty(conn, sku: int) -> int:
+    rows = query(conn, READ, (sku,))
+    assert len(rows) == 1
+    return rows[0][1]
+
+
+def timed(what: str, action):
+    start = time.monotonic()
+    result = action()
+    elapsed = time.monotonic() - start
+    assert elapsed < SLOW, f"{what} took {elapsed:.2f}s (Redis trouble must cost at most a short timeout)"
+    return result
+
+
+class Workload:
+    """Client threads through pgshelf: reads of known rows, and writes they check themselves."""
+
+    def __init__(self, dsn: str, threads: int = 4) -> None:
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.statements = 0
+        self.slowest = 0.0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
+
+    def run(self, index: int) -> None:
+        try:
+            conn = connect(self.dsn)
+        except Exception as e:  # noqa: BLE001
+            self.errors.append(f"thread {index} connect: {e!r}")
+            return
+        n = 0
+        try:
+            while not self.stop.is_set():
+                n += 1
+                sku = READ_ONLY_SKUS[(index * 7 + n) % len(READ_ONLY_SKUS)]
+                start = time.monotonic()
+                try:
+                    rows = query(conn, READ, (sku,))
+                    if rows != [(sku, sku * 10, f"item {sku}")]:
+                        self.errors.append(f"thread {index}: sku {sku} read {rows}")
+                    if n % 5 == 0:
+                        # Each thread owns its written skus: it knows the value it wrote last.
+                        written = WRITTEN_SKUS[index * 5 + (n // 5) % 5]
+                        value = n
+                        query(conn, WRITE, (value, written))
+                        got = query(conn, READ, (written,))
+                        if got[0][1] != value:
+                            self.errors.append(f"thread {index}: wrote qty {value} for sku {written}, read {got}")
+                except psycopg2.Error as e:
+                    self.errors.append(f"thread {index}: {type(e).__name__}: {e}".strip())
+                    conn.close()
+                    conn = connect(self.dsn)
+                elapsed = time.monotonic() - start
+                with self.lock:
+                    self.statements += 1 if n % 5 else 3
+                    self.slowest = max(self.slowest, elapsed)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> "Workload":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=30)
+        assert not any(t.is_alive() for t in self.threads), "workload threads did not stop within 30s"
+
+
+def test_redis_killed_mid_workload(pg, oshelf, redis, counter):
+    conn = connect(oshelf.dsn())
+    try:
+        wait_for_hit(counter, PATTERN, lambda: qty(conn, 1), "sku 1 before the outage")
+        with Workload(oshelf.dsn()) as load:
+            poll(lambda: load.statements > 200, 20, "the workload to get going")
+            redis.kill()
+            killed_at = load.statements
+            poll(lambda: load.statements > killed_at + 300, 30, "the workload to run on without Redis")
+        assert not load.errors, f"{len(load.errors)} client errors around the kill, first: {load.errors[:5]}"
+        assert load.slowest < SLOW, f"slowest statement around the kill took {load.slowest:.2f}s"
+        # With the workload stopped: every read reaches PostgreSQL, none takes long.
+        reads = reaches_server(counter, PATTERN, lambda: timed("read with Redis down", lambda: qty(conn, 2)),
+                               "reads with Redis killed", times=10)
+        assert reads == [20] * 10
+        with Workload(oshelf.dsn()) as load:
+            poll(lambda: load.statements > 200, 20, "the workload to run with Redis still down")
+            redis.start()
+            restarted_at = load.statements
+            poll(lambda: load.statements > restarted_at + 300, 30, "the workload to run on after the restart")
+        assert not load.errors, f"{len(load.errors)} client errors around the restart, first: {load.errors[:5]}"
+        assert load.slowest < SLOW, f"slowest statement around the restart took {load.slowest:.2f}s"
+        # Hits resume (the circuit breaker probes again within its backoff).
+        assert wait_for_hit(counter, PATTERN, lambda: qty(conn, 3), "sku 3 after Redis restarted", timeout=20) == 30
+        assert served_from_cache(counter, PATTERN, lambda: qty(conn, 3), "sku 3 after the restart") == [30] * 3
+    finally:
+        conn.close()
+
+
+def test_redis_paused_during_a_write(pg, oshelf, redis, counter):
+    reader, writer, direct = connect(oshelf.dsn()), connect(oshelf.dsn()), connect(pg.dsn())
+    try:
+        assert wait_for_hit(counter, PATTERN, lambda: qty(reader, 50), "sku 50") == 500
+        entries_before = len(redis.command("KEYS", "pgshelf:{stock:50}:stock:*"))
+        assert entries_before >= 1, "no cache entry for sku 50 in Redis (test premise)"
+        redis.pause()
+        try:
+            timed("UPDATE through pgshelf with Redis paused", lambda: query(writer, WRITE, (5050, 50)))
+            assert qty(direct, 50) == 5050
+            got = timed("read with Redis paused", lambda: qty(reader, 50))
+            assert got == 5050, f"read during the pause got {got}"
+        finally:
+            redis.resume()
+        # The old entry is still in Redis ...
+        assert len(redis.command("KEYS", "pgshelf:{stock:50}:stock:*")) >= 1
+        # ... and is never served: poll through the recovery until hits resume.
+        deadline = time.monotonic() + 20
+        while True:
+            got, seen = counter.delta(PATTERN, lambda: qty(reader, 50))
+            assert got == 5050, f"stale value {got} served after Redis came back (the write set 5050)"
+            if seen == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert seen == 0, "hits did not resume within 20s after Redis came back"
+    finally:
+        for c in (reader, writer, direct):
+            c.close()
+
+
+def test_lost_invalidation_with_the_old_entry_restored(pg, oshelf, redis, counter):
+    """Redis restarts from a snapshot taken before the write: only the fail-closed rule prevents a stale hit."""
+    reader, writer = connect(oshelf.dsn()), connect(oshelf.dsn())
+    try:
+        assert wait_for_hit(counter, PATTERN, lambda: qty(reader, 60), "sku 60") == 600
+        assert redis.command("SAVE") == "OK"
+        redis.kill()
+        timed("UPDATE through pgshelf with Redis down", lambda: query(writer, WRITE, (6060, 60)))
+        assert timed("read with Redis down", lambda: qty(reader, 60)) == 6060
+        redis.start()  # loads the snapshot: the old entry is valid by its own version and generations
+        assert len(redis.command("KEYS", "pgshelf:{stock:60}:stock:*")) >= 1, "snapshot not restored (test premise)"
+        deadline = time.monotonic() + 20
+        reads = 0
+        while True:
+            got, seen = counter.delta(PATTERN, lambda: qty(reader, 60))
+            reads += 1
+            assert got == 6060, f"read {reads} after the restart served the stale value {got} (the write set 6060)"
+            if seen == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert seen == 0, "hits did not resume within 20s after Redis came back"
+        # A new connection too.
+        fresh = connect(oshelf.dsn())
+        try:
+            assert qty(fresh, 60) == 6060
+        finally:
+            fresh.close()
+    finally:
+        reader.close()
+        writer.close()
