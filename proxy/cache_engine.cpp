@@ -237,6 +237,14 @@ awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const
     }
     runtime_.counters().invalidations_explicit += plan.keys.size();
     runtime_.counters().invalidations_fallback += plan.fallback_rules.size();
+    for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
+        const std::string& rule = rules.cache_rules()[plan.fallback_rules[i]].name;
+        if (runtime_.count_fallback(rule, plan.fallback_tables[i])) {
+            spdlog::info("a write to {} invalidated every entry of cache rule '{}': no [[invalidate]] rule covers it; "
+                         "add one to keep the rule's other entries",
+                         plan.fallback_tables[i], rule);
+        }
+    }
     if (!ok) {
         runtime_.counters().invalidations_failed++;
         if (!runtime_.invalidation_lost()) {

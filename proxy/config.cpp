@@ -33,40 +33,6 @@ struct Setting {
     std::string short_env;  // an extra environment name, if any
 };
 
-std::string parse_endpoint(std::string_view text, Endpoint& out) {
-    std::string_view host;
-    std::string_view port;
-    if (!text.empty() && text.front() == '[') {
-        auto close = text.find(']');
-        if (close == std::string_view::npos) {
-            return "unterminated '[' in address";
-        }
-        host = text.substr(1, close - 1);
-        text.remove_prefix(close + 1);
-        if (!text.empty() && text.front() != ':') {
-            return "expected ':' after ']'";
-        }
-        port = text.empty() ? std::string_view{} : text.substr(1);
-    } else {
-        auto colon = text.rfind(':');
-        host = text.substr(0, colon);
-        port = colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
-    }
-    if (host.empty()) {
-        return "missing host in '" + std::string(text) + "'";
-    }
-    out.host = std::string(host);
-    if (!port.empty()) {
-        unsigned value = 0;
-        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-        if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535) {
-            return "bad port '" + std::string(port) + "'";
-        }
-        out.port = static_cast<std::uint16_t>(value);
-    }
-    return {};
-}
-
 std::string parse_sslmode(std::string_view text, SslMode& out) {
     static const std::pair<std::string_view, SslMode> modes[] = {
         {"disable", SslMode::disable}, {"allow", SslMode::prefer},         {"prefer", SslMode::prefer},
@@ -204,6 +170,23 @@ const std::vector<Setting>& settings() {
         {"redis", "command_timeout", "time a cache lookup may take before the query goes to PostgreSQL",
          duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.command_timeout; }),
          [](const Config& c) { return show_duration(c.redis.command_timeout); }, ""},
+        {"admin", "listen", "host:port of the HTTP admin port (/metrics, /healthz); empty = off",
+         [](Config& c, std::string_view v) -> std::string {
+             if (v.empty()) {
+                 c.admin.listen.clear();
+                 return {};
+             }
+             Endpoint endpoint;
+             if (auto message = parse_endpoint(v, endpoint); !message.empty()) {
+                 return message;
+             }
+             if (endpoint.port == 0) {
+                 return "admin.listen needs a port";
+             }
+             c.admin.listen = std::string(v);
+             return {};
+         },
+         [](const Config& c) { return c.admin.listen; }, ""},
         {"rules", "file", "TOML file with [[cache]] and [[invalidate]] rules (default: the config file itself)",
          string_into([](Config& c) -> std::string& { return c.rules.file; }),
          [](const Config& c) { return c.rules.file; }, "PGSHELF_RULES"},
@@ -316,6 +299,40 @@ void validate(const Config& config, const std::string& source, std::vector<Confi
 }
 
 }  // namespace
+
+std::string parse_endpoint(std::string_view text, Endpoint& out) {
+    std::string_view host;
+    std::string_view port;
+    if (!text.empty() && text.front() == '[') {
+        auto close = text.find(']');
+        if (close == std::string_view::npos) {
+            return "unterminated '[' in address";
+        }
+        host = text.substr(1, close - 1);
+        text.remove_prefix(close + 1);
+        if (!text.empty() && text.front() != ':') {
+            return "expected ':' after ']'";
+        }
+        port = text.empty() ? std::string_view{} : text.substr(1);
+    } else {
+        auto colon = text.rfind(':');
+        host = text.substr(0, colon);
+        port = colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+    }
+    if (host.empty()) {
+        return "missing host in '" + std::string(text) + "'";
+    }
+    out.host = std::string(host);
+    if (!port.empty()) {
+        unsigned value = 0;
+        auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+        if (ec != std::errc{} || end != port.data() + port.size() || value == 0 || value > 65535) {
+            return "bad port '" + std::string(port) + "'";
+        }
+        out.port = static_cast<std::uint16_t>(value);
+    }
+    return {};
+}
 
 std::string ConfigError::to_string() const {
     std::string out = source;

@@ -51,6 +51,9 @@ struct Config {
         std::chrono::milliseconds command_timeout{50};
     } redis;
     struct {
+        std::string listen;  // host:port of the HTTP admin port; empty = off
+    } admin;
+    struct {
         // Rules file; empty = the [[cache]] and [[invalidate]] tables of the
         // config file itself, if any.
         std::string file;
@@ -80,6 +83,9 @@ ConfigResult load_config(const std::optional<std::string>& file, const Environme
 // postgres://[user[:password]@]host[:port][/db][?sslmode=..&sslrootcert=..&connect_timeout=..]
 // fills `out`; returns an error message or empty.
 std::string parse_upstream_url(std::string_view url, UpstreamConfig& out);
+
+// host:port or [v6]:port; returns an error message or empty.
+std::string parse_endpoint(std::string_view text, Endpoint& out);
 
 std::string_view to_string(SslMode mode);
 

@@ -5,12 +5,14 @@
 
 #include <spdlog/spdlog.h>
 
+#include "proxy/admin_http.hpp"
 #include "proxy/cache_engine.hpp"
 #include "proxy/client_session.hpp"
 
 namespace pgshelf::proxy {
 
-ProxyServer::ProxyServer(Config config) : runtime_(std::move(config)), acceptor_(control_) {
+ProxyServer::ProxyServer(Config config)
+    : runtime_(std::move(config)), acceptor_(control_), admin_acceptor_(control_) {
     unsigned count = runtime_.config().proxy.workers;
     if (count == 0) {
         count = std::max(1u, std::thread::hardware_concurrency());
@@ -47,6 +49,28 @@ int ProxyServer::run() {
     if (ec) {
         spdlog::critical("cannot listen on {}:{}: {}", config.listen.host, config.listen.port, ec.message());
         return 1;
+    }
+    if (!config.admin.listen.empty()) {
+        Endpoint admin;
+        parse_endpoint(config.admin.listen, admin);  // validated when the config was loaded
+        auto admin_endpoints = resolver.resolve(admin.host, std::to_string(admin.port), ec);
+        if (!ec && !admin_endpoints.empty()) {
+            const tcp::endpoint where = *admin_endpoints.begin();
+            admin_acceptor_.open(where.protocol(), ec);
+            if (!ec) {
+                admin_acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+                admin_acceptor_.bind(where, ec);
+            }
+            if (!ec) {
+                admin_acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+            }
+        }
+        if (ec) {
+            spdlog::critical("cannot listen on admin address {}: {}", config.admin.listen, ec.message());
+            return 1;
+        }
+        asio::co_spawn(control_, serve_admin(admin_acceptor_, runtime_), asio::detached);
+        spdlog::info("admin HTTP on {} (/metrics, /healthz)", config.admin.listen);
     }
     for (auto& worker : workers_) {
         worker->thread = std::thread([&context = worker->context] { context.run(); });
@@ -126,6 +150,7 @@ awaitable<void> ProxyServer::drain() {
     draining_ = true;
     error_code ignored;
     acceptor_.close(ignored);
+    admin_acceptor_.close(ignored);
     for (auto& worker : workers_) {
         asio::post(worker->context, [&w = *worker] {
             for (auto& weak : w.sessions) {

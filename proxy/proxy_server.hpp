@@ -41,6 +41,7 @@ private:
     Runtime runtime_;
     asio::io_context control_{1};
     tcp::acceptor acceptor_;
+    tcp::acceptor admin_acceptor_;
     std::vector<std::unique_ptr<Worker>> workers_;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_guards_;
     std::uint64_t next_session_id_ = 1;

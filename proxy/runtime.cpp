@@ -64,6 +64,16 @@ void Runtime::set_rules(std::shared_ptr<const cache_rules::RuleSet> rules) {
     rules_ = std::move(rules);
 }
 
+bool Runtime::count_fallback(const std::string& rule, const std::string& table) {
+    std::lock_guard lock(fallback_mutex_);
+    return ++fallbacks_[{rule, table}] == 1;
+}
+
+std::map<std::pair<std::string, std::string>, std::uint64_t> Runtime::fallback_counts() const {
+    std::lock_guard lock(fallback_mutex_);
+    return fallbacks_;
+}
+
 void Runtime::invalidations_recovered(std::uint64_t up_to) {
     auto current = recovered_.load();
     while (current < up_to && !recovered_.compare_exchange_weak(current, up_to)) {

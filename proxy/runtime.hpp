@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -71,6 +72,11 @@ public:
     void invalidation_failed() { failures_++; }
     void invalidations_recovered(std::uint64_t up_to);
 
+    // Table fallbacks per (cache rule, table): which [[invalidate]] rules
+    // are missing. Returns true the first time a pair is seen.
+    bool count_fallback(const std::string& rule, const std::string& table);
+    std::map<std::pair<std::string, std::string>, std::uint64_t> fallback_counts() const;
+
 private:
     Config config_;
     std::unique_ptr<ssl::context> client_tls_;
@@ -81,6 +87,8 @@ private:
     std::optional<RedisEndpoint> redis_endpoint_;
     mutable std::mutex rules_mutex_;
     std::shared_ptr<const cache_rules::RuleSet> rules_;
+    mutable std::mutex fallback_mutex_;
+    std::map<std::pair<std::string, std::string>, std::uint64_t> fallbacks_;
     std::atomic<std::uint64_t> failures_{0};
     std::atomic<std::uint64_t> recovered_{0};
 };

@@ -21,10 +21,12 @@ does not see), so a passing test cannot come from caching being off.
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import psycopg
 import pytest
 
+from pgshelf_harness import free_port
 from cache_support import (connect, counter, poll, query, redis_server, served_from_cache, start_shelf,
                            wait_for_hit, write_rules)
 
@@ -71,7 +73,7 @@ def shelves(pg, redis_server, tmp_path_factory):
         INSERT INTO inv_short VALUES (1, 'old'), (2, 'old');
     """)
     rules = write_rules(tmp_path_factory.mktemp("rules"), RULES)
-    a = start_shelf(pg, redis_server, rules)
+    a = start_shelf(pg, redis_server, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
     try:
         b = start_shelf(pg, redis_server, rules)
     except BaseException:
@@ -152,15 +154,31 @@ def test_other_keys_stay_cached(sessions, counter):
     served_from_cache(counter, "%inv_accounts%", lambda: query(b, ACCOUNT, (3,)), "account 3 after a write to 4")
 
 
-def test_table_fallback_for_an_uncovered_write(sessions, counter):
+def fallback_count(shelf, rule: str, table: str) -> float:
+    """pgshelf_cache_table_fallback_total{rule, table} from the admin port's /metrics."""
+    address = shelf.env["PGSHELF_ADMIN_LISTEN"]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    wanted = f'pgshelf_cache_table_fallback_total{{rule="{rule}",table="{table}"}} '
+    for line in text.splitlines():
+        if line.startswith(wanted):
+            return float(line[len(wanted):])
+    return 0.0
+
+
+def test_table_fallback_for_an_uncovered_write(sessions, counter, shelves):
     direct, a, b = sessions
     before_1 = cached(counter, b, NOTES, (1,), "notes of 1")
     before_2 = cached(counter, b, NOTES, (2,), "notes of 2")
     # Behind pgshelf's back: the cached entry of account 2 is now stale (TTL-bounded only).
     query(direct, "INSERT INTO inv_notes VALUES (2, 'direct 2')")
     assert query(b, NOTES, (2,)) == before_2, "notes of 2 not served from the cache (test premise)"
-    # Through A, a write no [[invalidate]] rule covers: the whole 'notes' rule is invalid.
+    # Through A, a write no [[invalidate]] rule covers: the whole 'notes' rule is invalid,
+    # and A counts it per (rule, table), so users see which [[invalidate]] rule to add.
+    fallbacks_before = fallback_count(shelves[0], "notes", "inv_notes")
     query(a, "INSERT INTO inv_notes (acct, note) VALUES (%s, %s)", (1, "via A"))
+    assert fallback_count(shelves[0], "notes", "inv_notes") == fallbacks_before + 1
     assert query(b, NOTES, (1,)) == sorted(before_1 + [("via A",)]), "notes of 1 after an uncovered INSERT"
     assert query(b, NOTES, (2,)) == sorted(before_2 + [("direct 2",)]), \
         "notes of 2: the table fallback must invalidate every key of the rule"
