@@ -10,10 +10,26 @@
 namespace pgshelf::cache_rules {
 namespace {
 
+// `needle` is lower-case ASCII. ASCII folding (not std::tolower, which
+// consults the locale per byte) keeps this cheap on every statement.
 bool contains_nocase(std::string_view haystack, std::string_view needle) {
-    auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
-                          [](char a, char b) { return std::tolower(static_cast<unsigned char>(a)) == b; });
-    return it != haystack.end();
+    if (needle.size() > haystack.size()) {
+        return false;
+    }
+    const char first = needle.front();
+    for (std::size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
+        if ((haystack[i] | 0x20) != first) {
+            continue;
+        }
+        std::size_t j = 1;
+        while (j < needle.size() && (haystack[i + j] | 0x20) == needle[j]) {
+            ++j;
+        }
+        if (j == needle.size()) {
+            return true;
+        }
+    }
+    return false;
 }
 
 std::string render_const(const PgQuery__Node* node) {

@@ -604,7 +604,8 @@ awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer
 
 ClientSession::Action ClientSession::inspect_frontend(char type, std::string_view frame, bool complete) {
     const std::string_view body = frame.substr(pgwire::frame_header_size);
-    if (!complete) {
+    // Without a cache only Bind's names matter: skip decoding its values.
+    if (!complete || (type == 'B' && !cache_active())) {
         // A large message seen through its first bytes: only names matter.
         std::size_t offset = 0;
         if (type == 'Q') {
@@ -742,12 +743,13 @@ ClientSession::Action ClientSession::inspect_frontend_batch(char type, std::stri
 }
 
 ClientSession::Action ClientSession::inspect_backend(char type, std::string_view body, bool complete) {
-    if (!complete) {
-        // Only RowDescription and notices can plausibly be this large.
-        if (type == 'T') {
-            state_.on_row_description();
-        }
+    if (type == 'T') {
+        // Only its arrival matters to the bookkeeping (a Describe's answer).
+        state_.on_row_description();
         return Action::forward;
+    }
+    if (!complete) {
+        return Action::forward;  // a huge notice or error: nothing to learn from it
     }
     pgwire::BackendMessage message;
     if (auto ec = pgwire::decode_backend_body(type, body, message); ec) {

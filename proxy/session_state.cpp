@@ -70,12 +70,13 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
         // error undoes this; the unnamed one is simply replaced.
         p.previous_statement = it->second;
     }
-    statements_[p.name] = PreparedStatement{std::string(sql), param_types};
-    // Settings changes of a prepared statement apply when it is executed.
+    // Settings changes of a prepared statement apply when it is executed;
+    // analyse them once here rather than at every Execute.
+    Pending analysis{RequestKind::execute};
+    attach_settings(analysis, sql, sql_complete);
+    statements_[p.name] = PreparedStatement{sql_complete ? std::string(sql) : std::string{}, param_types,
+                                            std::move(analysis.settings), analysis.settings_opaque};
     push(std::move(p));
-    if (!sql_complete) {
-        statements_[std::string(name)].sql.clear();
-    }
 }
 
 void SessionState::on_bind(std::string_view portal, std::string_view statement,
@@ -99,7 +100,10 @@ void SessionState::on_injected_parse(std::string_view sql, const std::vector<std
     if (auto it = statements_.find(""); it != statements_.end()) {
         p.previous_statement = it->second;
     }
-    statements_[""] = PreparedStatement{std::string(sql), param_types};
+    Pending analysis{RequestKind::execute};
+    attach_settings(analysis, sql, true);
+    statements_[""] = PreparedStatement{std::string(sql), param_types, std::move(analysis.settings),
+                                        analysis.settings_opaque};
     push(std::move(p));
 }
 
@@ -120,7 +124,8 @@ void SessionState::on_execute(std::string_view portal, std::int32_t max_rows) {
     p.name = portal;
     if (const Portal* bound = this->portal(portal)) {
         if (const PreparedStatement* stmt = statement(bound->statement)) {
-            attach_settings(p, stmt->sql, !stmt->sql.empty());
+            p.settings = stmt->settings;
+            p.settings_opaque = stmt->settings_opaque;
         }
     }
     push(std::move(p));

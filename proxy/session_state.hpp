@@ -29,6 +29,9 @@ namespace pgshelf::proxy {
 struct PreparedStatement {
     std::string sql;
     std::vector<std::uint32_t> param_types;
+    // What executing it does to settings, analysed once at Parse.
+    std::vector<cache_rules::SettingChange> settings;
+    bool settings_opaque = false;
     bool operator==(const PreparedStatement&) const = default;
 };
 
