@@ -2,6 +2,7 @@
 #include "cache_rules/statement_analysis.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cstring>
 
@@ -9,28 +10,6 @@
 
 namespace pgshelf::cache_rules {
 namespace {
-
-// `needle` is lower-case ASCII. ASCII folding (not std::tolower, which
-// consults the locale per byte) keeps this cheap on every statement.
-bool contains_nocase(std::string_view haystack, std::string_view needle) {
-    if (needle.size() > haystack.size()) {
-        return false;
-    }
-    const char first = needle.front();
-    for (std::size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
-        if ((haystack[i] | 0x20) != first) {
-            continue;
-        }
-        std::size_t j = 1;
-        while (j < needle.size() && (haystack[i + j] | 0x20) == needle[j]) {
-            ++j;
-        }
-        if (j == needle.size()) {
-            return true;
-        }
-    }
-    return false;
-}
 
 std::string render_const(const PgQuery__Node* node) {
     if (node == nullptr) {
@@ -93,25 +72,72 @@ void analyze_variable_set(const PgQuery__VariableSetStmt& stmt, SettingsEffect& 
 
 // "DO" as a word followed by a body ('$$' or a quoted string), not inside
 // identifiers such as "order" or "undo".
-bool contains_do_keyword(std::string_view sql) {
-    for (std::size_t i = 0; i + 2 < sql.size(); ++i) {
-        if ((sql[i] | 0x20) != 'd' || (sql[i + 1] | 0x20) != 'o') {
-            continue;
-        }
-        const bool word_start = i == 0 || !(std::isalnum(static_cast<unsigned char>(sql[i - 1])) || sql[i - 1] == '_');
-        const char next = sql[i + 2];
-        if (word_start && (std::isspace(static_cast<unsigned char>(next)) || next == '$' || next == '\'')) {
-            return true;
+// `lower_word` is lower-case ASCII. ASCII folding (not std::tolower, which
+// consults the locale per byte) keeps this cheap on every statement.
+bool starts_with_nocase(std::string_view text, std::size_t at, std::string_view lower_word) {
+    if (text.size() - at < lower_word.size()) {
+        return false;
+    }
+    for (std::size_t j = 0; j < lower_word.size(); ++j) {
+        if ((text[at + j] | 0x20) != lower_word[j]) {
+            return false;
         }
     }
-    return false;
+    return true;
+}
+
+// "do" as a word followed by a body: DO $$…$$ or DO '…'.
+bool is_do_keyword(std::string_view sql, std::size_t at) {
+    if (sql.size() - at < 3 || (sql[at + 1] | 0x20) != 'o') {
+        return false;
+    }
+    const bool word_start = at == 0 || !(std::isalnum(static_cast<unsigned char>(sql[at - 1])) || sql[at - 1] == '_');
+    const char next = sql[at + 2];
+    return word_start && (std::isspace(static_cast<unsigned char>(next)) || next == '$' || next == '\'');
 }
 
 }  // namespace
 
 bool may_change_settings(std::string_view sql) {
-    return contains_nocase(sql, "set") || contains_nocase(sql, "discard") || contains_nocase(sql, "rollback") ||
-           contains_nocase(sql, "call") || contains_do_keyword(sql);
+    // One pass over the text (this runs for every statement a client sends):
+    // a keyword is only compared where its first letter occurs.
+    static constexpr auto candidate = [] {
+        std::array<bool, 256> first{};
+        for (unsigned char c : std::string_view("sSdDrRcC")) {
+            first[c] = true;
+        }
+        return first;
+    }();
+    for (std::size_t i = 0; i < sql.size(); ++i) {
+        if (!candidate[static_cast<unsigned char>(sql[i])]) {
+            continue;
+        }
+        switch (sql[i] | 0x20) {
+            case 's':
+                if (starts_with_nocase(sql, i, "set")) {
+                    return true;
+                }
+                break;
+            case 'd':
+                if (starts_with_nocase(sql, i, "discard") || is_do_keyword(sql, i)) {
+                    return true;
+                }
+                break;
+            case 'r':
+                if (starts_with_nocase(sql, i, "rollback")) {
+                    return true;
+                }
+                break;
+            case 'c':
+                if (starts_with_nocase(sql, i, "call")) {
+                    return true;
+                }
+                break;
+            default:
+                break;
+        }
+    }
+    return false;
 }
 
 SettingsEffect analyze_settings(std::string_view sql) {

@@ -25,12 +25,6 @@ bool is_write(const StatementShape& s) {
     }
 }
 
-void add_unique(std::vector<std::size_t>& list, std::size_t value) {
-    if (std::find(list.begin(), list.end(), value) == list.end()) {
-        list.push_back(value);
-    }
-}
-
 void plan_write(const cache_rules::RuleSet& rules, const StatementShape& shape,
                 const std::vector<std::optional<std::string>>& parameters, const SessionFacts& session,
                 WritePlan& out) {

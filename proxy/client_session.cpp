@@ -751,6 +751,59 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
     if (!complete) {
         return Action::forward;  // a huge notice or error: nothing to learn from it
     }
+    // The replies every statement gets are handled without the general
+    // decoder; a malformed one falls through to it and fails there.
+    switch (type) {
+        case '1':
+            if (body.empty()) {
+                const Action action = state_.front_is_injected() ? Action::drop : Action::forward;
+                state_.on_parse_complete();
+                return action;
+            }
+            break;
+        case '2':
+            if (body.empty()) {
+                state_.on_bind_complete();
+                return Action::forward;
+            }
+            break;
+        case '3':
+            if (body.empty()) {
+                state_.on_close_complete();
+                return Action::forward;
+            }
+            break;
+        case 'n':
+            if (body.empty()) {
+                state_.on_no_data();
+                return Action::forward;
+            }
+            break;
+        case 's':
+            if (body.empty()) {
+                state_.on_portal_suspended();
+                return Action::forward;
+            }
+            break;
+        case 'I':
+            if (body.empty()) {
+                state_.on_empty_query();
+                return Action::forward;
+            }
+            break;
+        case 'C':
+            if (!body.empty() && body.find('\0') == body.size() - 1) {
+                const std::string_view tag = body.substr(0, body.size() - 1);
+                if (tag == "ROLLBACK") {
+                    transaction_rolled_back_ = true;
+                }
+                state_.on_command_complete(tag);
+                return Action::forward;
+            }
+            break;
+        default:
+            break;
+    }
     pgwire::BackendMessage message;
     if (auto ec = pgwire::decode_backend_body(type, body, message); ec) {
         pending_error_sqlstate_ = "08P01";
@@ -825,30 +878,8 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                 }
             } else if constexpr (std::is_same_v<T, pgwire::ParameterStatus>) {
                 state_.on_parameter_status(m.name, m.value);
-            } else if constexpr (std::is_same_v<T, pgwire::ParseComplete>) {
-                if (state_.front_is_injected()) {
-                    action = Action::drop;
-                }
-                state_.on_parse_complete();
-            } else if constexpr (std::is_same_v<T, pgwire::BindComplete>) {
-                state_.on_bind_complete();
-            } else if constexpr (std::is_same_v<T, pgwire::CloseComplete>) {
-                state_.on_close_complete();
             } else if constexpr (std::is_same_v<T, pgwire::ParameterDescription>) {
                 state_.on_parameter_description(m.types);
-            } else if constexpr (std::is_same_v<T, pgwire::RowDescription>) {
-                state_.on_row_description();
-            } else if constexpr (std::is_same_v<T, pgwire::NoData>) {
-                state_.on_no_data();
-            } else if constexpr (std::is_same_v<T, pgwire::PortalSuspended>) {
-                state_.on_portal_suspended();
-            } else if constexpr (std::is_same_v<T, pgwire::EmptyQueryResponse>) {
-                state_.on_empty_query();
-            } else if constexpr (std::is_same_v<T, pgwire::CommandComplete>) {
-                if (m.tag == "ROLLBACK") {
-                    transaction_rolled_back_ = true;
-                }
-                state_.on_command_complete(m.tag);
             }
         },
         message);

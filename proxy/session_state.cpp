@@ -48,11 +48,11 @@ void SessionState::on_query(std::string_view sql) {
     attach_settings(p, sql, true);
     // A simple Query destroys the unnamed statement and the unnamed portal.
     if (auto it = statements_.find(""); it != statements_.end()) {
-        p.previous_statement = std::move(it->second);
+        p.previous_statement = std::make_unique<PreparedStatement>(std::move(it->second));
         statements_.erase(it);
     }
     if (auto it = portals_.find(""); it != portals_.end()) {
-        p.previous_portal = std::move(it->second);
+        p.previous_portal = std::make_unique<Portal>(std::move(it->second));
         portals_.erase(it);
     }
     push(std::move(p));
@@ -66,9 +66,16 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
     Pending p{RequestKind::parse};
     p.name = name;
     if (auto it = statements_.find(p.name); it != statements_.end()) {
+        if (sql_complete && it->second.sql == sql && it->second.param_types == param_types) {
+            // The same text again (drivers re-Parse the unnamed statement for
+            // every query): nothing to record, analyse or undo.
+            p.unchanged = true;
+            push(std::move(p));
+            return;
+        }
         // Re-parsing a named statement fails on the server (42P05) and the
         // error undoes this; the unnamed one is simply replaced.
-        p.previous_statement = it->second;
+        p.previous_statement = std::make_unique<PreparedStatement>(std::move(it->second));
     }
     // Settings changes of a prepared statement apply when it is executed;
     // analyse them once here rather than at every Execute.
@@ -88,9 +95,17 @@ void SessionState::on_bind(std::string_view portal, std::string_view statement,
     Pending p{RequestKind::bind};
     p.name = portal;
     if (auto it = portals_.find(p.name); it != portals_.end()) {
-        p.previous_portal = it->second;
+        Portal& current = it->second;
+        if (current.statement == statement && current.parameters == parameters &&
+            current.result_formats == result_formats) {
+            p.unchanged = true;
+        } else {
+            p.previous_portal = std::make_unique<Portal>(std::move(current));
+            current = Portal{std::string(statement), std::move(parameters), std::move(result_formats)};
+        }
+    } else {
+        portals_.emplace(p.name, Portal{std::string(statement), std::move(parameters), std::move(result_formats)});
     }
-    portals_[p.name] = Portal{std::string(statement), std::move(parameters), std::move(result_formats)};
     push(std::move(p));
 }
 
@@ -98,7 +113,7 @@ void SessionState::on_injected_parse(std::string_view sql, const std::vector<std
     Pending p{RequestKind::parse};
     p.injected = true;
     if (auto it = statements_.find(""); it != statements_.end()) {
-        p.previous_statement = it->second;
+        p.previous_statement = std::make_unique<PreparedStatement>(it->second);
     }
     Pending analysis{RequestKind::execute};
     attach_settings(analysis, sql, true);
@@ -140,11 +155,11 @@ void SessionState::on_close(char kind, std::string_view name) {
     p.statement_kind = kind == 'S';
     if (p.statement_kind) {
         if (auto it = statements_.find(p.name); it != statements_.end()) {
-            p.previous_statement = std::move(it->second);
+            p.previous_statement = std::make_unique<PreparedStatement>(std::move(it->second));
             statements_.erase(it);
         }
     } else if (auto it = portals_.find(p.name); it != portals_.end()) {
-        p.previous_portal = std::move(it->second);
+        p.previous_portal = std::make_unique<Portal>(std::move(it->second));
         portals_.erase(it);
     }
     push(std::move(p));
@@ -286,6 +301,9 @@ void SessionState::on_error() {
 }
 
 void SessionState::undo(const Pending& p) {
+    if (p.unchanged) {
+        return;
+    }
     switch (p.kind) {
         case RequestKind::parse:
             if (p.previous_statement) {

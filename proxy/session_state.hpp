@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -62,15 +63,18 @@ public:
     struct Pending {
         explicit Pending(RequestKind k) : kind(k) {}
         RequestKind kind;
-        // Undo information for optimistic changes (see header comment).
+        // Undo information for optimistic changes (see header comment); on
+        // the heap because it is rare and Pending is moved for every request.
         std::string name;
-        std::optional<PreparedStatement> previous_statement;
-        std::optional<Portal> previous_portal;
+        std::unique_ptr<PreparedStatement> previous_statement;
+        std::unique_ptr<Portal> previous_portal;
         bool statement_kind = true;  // Close: statement (true) or portal
         // Settings a simple Query or an Execute applies when it succeeds.
         std::vector<cache_rules::SettingChange> settings;
         bool settings_opaque = false;
         bool injected = false;
+        // Parse/Bind that redefined a statement/portal exactly as it was.
+        bool unchanged = false;
     };
 
     // ---- frontend (client → server), in the order sent

@@ -60,6 +60,14 @@ TEST(StatementAnalysis, PrecheckSkipsPlainReads) {
     EXPECT_TRUE(may_change_settings("set role x"));
     EXPECT_TRUE(may_change_settings("DO $$ begin end $$"));
     EXPECT_TRUE(may_change_settings("DISCARD ALL"));
+    EXPECT_TRUE(may_change_settings("select Set_Config('a.b', '1', false)"));
+    EXPECT_TRUE(may_change_settings("RollBack TO SAVEPOINT s"));
+    EXPECT_TRUE(may_change_settings("CALL p()"));
+    EXPECT_TRUE(may_change_settings("do'begin end'"));
+    EXPECT_TRUE(may_change_settings("x;SET"));  // keyword at the very end
+    EXPECT_FALSE(may_change_settings("SELECT 1 AS todo"));
+    EXPECT_FALSE(may_change_settings("SELECT 1 AS d"));  // "do" needs a third character
+    EXPECT_FALSE(may_change_settings(""));
 }
 
 }  // namespace
