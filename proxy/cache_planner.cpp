@@ -58,6 +58,10 @@ std::uint64_t namespace_hash(const cache_rules::CacheRule& rule, std::span<const
                              const SessionFacts& session) {
     cache_rules::Hasher hash;
     auto add = [&hash](std::string_view s) { hash.add(s); };
+    // The rule's statement: a rule renamed-in-place to another query (after
+    // a reload, or on an instance with an older rules file) must not read
+    // rows stored for the old one.
+    hash.add_bytes(&rule.shape.shape_hash, sizeof rule.shape.shape_hash);
     add(session.database);
     add(rule.share_across_roles ? std::string_view{} : session.role);
     hash.add_bytes(&session.settings_fingerprint, sizeof session.settings_fingerprint);

@@ -89,6 +89,11 @@ std::string render_metrics(const Runtime& runtime) {
                                static_cast<double>(c.global_generation_bumps.load())));
     families.push_back(counter("pgshelf_redis_errors_total", "Redis calls that failed or timed out",
                                static_cast<double>(c.redis_errors.load())));
+    auto reloads = family("pgshelf_config_reloads_total", "Rules file reloads (SIGHUP) by outcome",
+                          MetricType::Counter);
+    add(reloads, static_cast<double>(c.reloads_ok.load()), {{"outcome", "ok"}});
+    add(reloads, static_cast<double>(c.reloads_failed.load()), {{"outcome", "failed"}});
+    families.push_back(std::move(reloads));
     auto lost = family("pgshelf_cache_hits_suspended", "1 while hits wait for a lost invalidation to be made good",
                        MetricType::Gauge);
     add(lost, runtime.invalidation_lost() ? 1 : 0);

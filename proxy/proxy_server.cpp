@@ -133,7 +133,9 @@ awaitable<void> ProxyServer::handle_signals() {
             co_return;
         }
         if (number == SIGHUP) {
-            spdlog::info("SIGHUP received: nothing to reload yet");
+            // In-flight requests keep the rule set they started with.
+            spdlog::info("SIGHUP received: reloading the rules file");
+            runtime_.reload_rules();
             continue;
         }
         if (draining_) {

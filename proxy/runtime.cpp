@@ -3,6 +3,8 @@
 
 #include <stdexcept>
 
+#include <spdlog/spdlog.h>
+
 namespace pgshelf::proxy {
 
 namespace {
@@ -62,6 +64,30 @@ std::shared_ptr<const cache_rules::RuleSet> Runtime::rules() const {
 void Runtime::set_rules(std::shared_ptr<const cache_rules::RuleSet> rules) {
     std::lock_guard lock(rules_mutex_);
     rules_ = std::move(rules);
+}
+
+bool Runtime::reload_rules() {
+    if (config_.rules.file.empty()) {
+        spdlog::warn("reload: no rules file is configured (rules.file); nothing to reload");
+        counters_.reloads_failed++;
+        return false;
+    }
+    auto loaded = cache_rules::load_rules_file(config_.rules.file);
+    if (!loaded.ok()) {
+        for (const auto& error : loaded.errors) {
+            spdlog::error("reload: {}", error.to_string());
+        }
+        spdlog::error("reload: {} has errors; the rules in force are unchanged", config_.rules.file);
+        counters_.reloads_failed++;
+        return false;
+    }
+    const auto cache_count = loaded.rules->cache_rules().size();
+    const auto invalidate_count = loaded.rules->invalidate_rules().size();
+    set_rules(std::move(loaded.rules));
+    counters_.reloads_ok++;
+    spdlog::info("reload: {} loaded ({} cache rules, {} invalidate rules)", config_.rules.file, cache_count,
+                 invalidate_count);
+    return true;
 }
 
 bool Runtime::count_fallback(const std::string& rule, const std::string& table) {

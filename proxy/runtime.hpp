@@ -39,6 +39,9 @@ struct Counters {
     std::atomic<std::uint64_t> global_generation_bumps{0};
     std::atomic<std::uint64_t> redis_errors{0};
     std::atomic<std::uint64_t> coalesced{0};  // misses answered by another miss's result
+    // rules file reloads (SIGHUP)
+    std::atomic<std::uint64_t> reloads_ok{0};
+    std::atomic<std::uint64_t> reloads_failed{0};
 };
 
 class Runtime {
@@ -63,6 +66,9 @@ public:
     // set it started a request with.
     std::shared_ptr<const cache_rules::RuleSet> rules() const;
     void set_rules(std::shared_ptr<const cache_rules::RuleSet> rules);
+    // Reads rules.file again. A file with errors changes nothing: the errors
+    // are logged (file:line) and counted, and the rules in force stay.
+    bool reload_rules();
 
     // Fail-closed bookkeeping for invalidations that did not reach Redis:
     // hits stop until a global-generation bump taken after the last
