@@ -209,7 +209,7 @@ awaitable<bool> CacheEngine::store(const ReadPlan& plan, const LookupResult& sta
     co_return true;
 }
 
-awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const WritePlan& plan) {
+awaitable<bool> CacheEngine::invalidate(const WritePlan& plan) {
     if (plan.empty() || !redis_) {
         co_return true;
     }
@@ -220,8 +220,8 @@ awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const
         for (const std::string& key : plan.keys) {
             commands.push_back(bump_command(bump, version_key(prefix_, key), version_ttl_ms));
         }
-        for (std::size_t rule : plan.fallback_rules) {
-            commands.push_back(bump_command(bump, rule_generation_key(prefix_, rules.cache_rules()[rule].name), 0));
+        for (const std::string& rule : plan.fallback_rules) {
+            commands.push_back(bump_command(bump, rule_generation_key(prefix_, rule), 0));
         }
     }
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
@@ -238,7 +238,7 @@ awaitable<bool> CacheEngine::invalidate(const cache_rules::RuleSet& rules, const
     runtime_.counters().invalidations_explicit += plan.keys.size();
     runtime_.counters().invalidations_fallback += plan.fallback_rules.size();
     for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
-        const std::string& rule = rules.cache_rules()[plan.fallback_rules[i]].name;
+        const std::string& rule = plan.fallback_rules[i];
         if (runtime_.count_fallback(rule, plan.fallback_tables[i])) {
             spdlog::info("a write to {} invalidated every entry of cache rule '{}': no [[invalidate]] rule covers it; "
                          "add one to keep the rule's other entries",

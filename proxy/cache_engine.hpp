@@ -40,7 +40,7 @@ public:
     void release_fetch_lock(const ReadPlan& plan);
     // Applies a write's invalidations. A failure is remembered
     // process-wide: no hits anywhere until the global generation is bumped.
-    awaitable<bool> invalidate(const cache_rules::RuleSet& rules, const WritePlan& plan);
+    awaitable<bool> invalidate(const WritePlan& plan);
 
     // Runs on one worker: while an invalidation is lost, keeps trying to
     // bump the global generation, and clears the flag once it succeeded.

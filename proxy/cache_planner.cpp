@@ -46,8 +46,9 @@ void plan_write(const cache_rules::RuleSet& rules, const StatementShape& shape,
             if (std::find(covered.begin(), covered.end(), rule) != covered.end()) {
                 continue;
             }
-            if (std::find(out.fallback_rules.begin(), out.fallback_rules.end(), rule) == out.fallback_rules.end()) {
-                out.fallback_rules.push_back(rule);
+            const std::string& name = rules.cache_rules()[rule].name;
+            if (std::find(out.fallback_rules.begin(), out.fallback_rules.end(), name) == out.fallback_rules.end()) {
+                out.fallback_rules.push_back(name);
                 out.fallback_tables.push_back(table.schema.empty() ? table.name : table.schema + "." + table.name);
             }
         }

@@ -36,7 +36,9 @@ struct ReadPlan {
 
 struct WritePlan {
     std::vector<std::string> keys;            // rendered keys to invalidate
-    std::vector<std::size_t> fallback_rules;  // cache rules whose generation to bump
+    // Cache rules whose generation to bump, by name: a plan can outlive the
+    // rule set it was made with (a reload between a write and its COMMIT).
+    std::vector<std::string> fallback_rules;
     std::vector<std::string> fallback_tables;  // the tables that caused them (for counters and logs)
     bool empty() const { return keys.empty() && fallback_rules.empty(); }
 };

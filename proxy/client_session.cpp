@@ -554,7 +554,7 @@ awaitable<void> ClientSession::server_to_client() {
             WritePlan plan = std::move(transaction_writes_);
             transaction_writes_ = {};
             if (rules_) {
-                co_await cache_->invalidate(*rules_, plan);
+                co_await cache_->invalidate(plan);
             }
             const std::vector<asio::const_buffer> ready{
                 asio::buffer(data.data() + invalidate_before, pos - invalidate_before)};
@@ -867,7 +867,7 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                     // and again at COMMIT (transaction_writes_ keeps them).
                     asio::co_spawn(client_->socket().get_executor(),
                                    [self = shared_from_this(), plan = std::move(writes_since_ready_)]() -> awaitable<void> {
-                                       co_await self->cache_->invalidate(*self->rules_, plan);
+                                       co_await self->cache_->invalidate(plan);
                                    },
                                    asio::detached);
                     writes_since_ready_ = {};
@@ -941,7 +941,7 @@ void ClientSession::note_write(const WritePlan& plan) {
     }
     for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
         spdlog::debug("conn {} write to {} invalidates rule '{}' (no [[invalidate]] rule covers it)", id_,
-                      plan.fallback_tables[i], rules_->cache_rules()[plan.fallback_rules[i]].name);
+                      plan.fallback_tables[i], plan.fallback_rules[i]);
     }
 }
 

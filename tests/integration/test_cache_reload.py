@@ -129,3 +129,22 @@ def test_changed_query_under_the_same_name(setup, pg, counter):
     assert seen == 1
     hit = wait_for_hit(counter, PATTERN, lambda: fresh_query(shelf, SQL_VW, (2,)), "item (v, w), id 2")
     assert hit == [("v2", "w2")]
+
+
+def test_reload_between_a_write_and_its_commit(setup, pg, counter):
+    """A transaction's pending invalidations name their rules, not positions in a rule set."""
+    shelf, directory = setup
+    reload(shelf, directory, RULES_V, "ok")
+    assert wait_for_hit(counter, PATTERN, lambda: fresh_query(shelf, SQL_V, (3,)), "item, id 3") == [("v3",)]
+    writer = connect(shelf.dsn(), autocommit=False)
+    try:
+        # No [[invalidate]] rule: the table fallback for rule "item" fires at COMMIT.
+        query(writer, "UPDATE reload_items SET v = 'x3' WHERE id = 3")
+        reload(shelf, directory, RULES_W, "ok")
+        query(writer, "SELECT 1")  # the session takes up the new rules between requests
+        writer.commit()
+    finally:
+        writer.close()
+    reload(shelf, directory, RULES_V, "ok")
+    assert fresh_query(shelf, SQL_V, (3,)) == [("x3",)]
+    assert shelf.alive()
