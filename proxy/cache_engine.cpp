@@ -64,8 +64,9 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
         runtime_.counters().redis_errors++;
         co_return std::nullopt;
     }
-    // Generations are created on first use; entries stored before they
-    // existed could never be valid, so create them and count a miss.
+    // Generations are created on first use (entries stored before they
+    // existed could never be valid); then the lookup runs once more, so the
+    // first fill of a rule is stamped and stampede-protected like any other.
     if (!result->rule_generation || !result->global_generation) {
         std::vector<RedisCommand> create;
         if (!result->rule_generation) {
@@ -76,9 +77,17 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
             create.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0, true));
         }
         co_await redis_->execute(std::move(create));
-        result->hit = false;
-        result->rule_generation.reset();  // no store with unknown generations
-        co_return result;
+        auto again = co_await redis_->execute(lookup_commands(address(plan), global_key_));
+        std::optional<LookupResult> retried;
+        if (again) {
+            retried = parse_lookup(*again);
+        }
+        if (!retried || !retried->rule_generation || !retried->global_generation) {
+            result->hit = false;
+            result->rule_generation.reset();  // no store with unknown generations
+            co_return result;
+        }
+        result = std::move(retried);
     }
     if (result->hit || !plan.may_populate) {
         co_return result;
