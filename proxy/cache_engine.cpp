@@ -50,22 +50,29 @@ EntryAddress CacheEngine::address(const ReadPlan& plan) const {
     return entry_address(prefix_, plan.rendered, plan.rule->name, plan.namespace_hash);
 }
 
+awaitable<std::optional<LookupResult>> CacheEngine::read_entry(const EntryAddress& where) {
+    auto replies = co_await redis_->execute(lookup_commands(where, global_key_));
+    std::optional<LookupResult> result;
+    if (replies) {
+        result = parse_lookup(*replies);
+    }
+    if (!result) {
+        runtime_.counters().redis_errors++;
+    }
+    co_return result;
+}
+
 awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::RuleSet& rules, const ReadPlan& plan) {
     if (!redis_ || runtime_.invalidation_lost()) {
         co_return std::nullopt;
     }
-    auto replies = co_await redis_->execute(lookup_commands(address(plan), global_key_));
-    if (!replies) {
-        runtime_.counters().redis_errors++;
-        co_return std::nullopt;
-    }
-    auto result = parse_lookup(*replies);
+    const EntryAddress where = address(plan);
+    auto result = co_await read_entry(where);
     if (!result) {
-        runtime_.counters().redis_errors++;
         co_return std::nullopt;
     }
     // Generations are created on first use (entries stored before they
-    // existed could never be valid); then the lookup runs once more, so the
+    // existed could never be valid); then the entry is read once more, so the
     // first fill of a rule is stamped and stampede-protected like any other.
     if (!result->rule_generation || !result->global_generation) {
         std::vector<RedisCommand> create;
@@ -77,11 +84,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
             create.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0, true));
         }
         co_await redis_->execute(std::move(create));
-        auto again = co_await redis_->execute(lookup_commands(address(plan), global_key_));
-        std::optional<LookupResult> retried;
-        if (again) {
-            retried = parse_lookup(*again);
-        }
+        auto retried = co_await read_entry(where);
         if (!retried || !retried->rule_generation || !retried->global_generation) {
             result->hit = false;
             result->rule_generation.reset();  // no store with unknown generations
@@ -94,7 +97,6 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
     }
     // Stampede across instances: the first miss takes a short lock (in the
     // entry's hash slot); the others poll briefly for its result.
-    const EntryAddress where = address(plan);
     std::vector<RedisCommand> take_lock;
     take_lock.push_back({"SET", where.lock_key, "1", "NX", "PX", std::to_string(fetch_lock_ms)});
     auto locked = co_await redis_->execute(std::move(take_lock));
@@ -105,12 +107,11 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
     for (int attempt = 0; attempt < fetch_poll_attempts; ++attempt) {
         pause.expires_after(fetch_poll_interval);
         co_await pause.async_wait(use_nothrow);
-        auto again = co_await redis_->execute(lookup_commands(where, global_key_));
-        if (!again) {
+        auto next = co_await read_entry(where);
+        if (!next) {
             break;
         }
-        auto next = parse_lookup(*again);
-        if (next && next->hit) {
+        if (next->hit) {
             runtime_.counters().coalesced++;
             co_return next;
         }

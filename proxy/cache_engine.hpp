@@ -56,6 +56,9 @@ public:
 
 private:
     EntryAddress address(const ReadPlan& plan) const;
+    // One GET of the entry with its version and generations; nullopt (and
+    // counted as a Redis error) when Redis fails or answers nonsense.
+    awaitable<std::optional<LookupResult>> read_entry(const EntryAddress& where);
 
     asio::any_io_executor executor_;
     Runtime& runtime_;

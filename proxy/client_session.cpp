@@ -753,56 +753,27 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
     }
     // The replies every statement gets are handled without the general
     // decoder; a malformed one falls through to it and fails there.
-    switch (type) {
-        case '1':
-            if (body.empty()) {
+    if (body.empty()) {
+        switch (type) {
+            case '1': {
                 const Action action = state_.front_is_injected() ? Action::drop : Action::forward;
                 state_.on_parse_complete();
                 return action;
             }
-            break;
-        case '2':
-            if (body.empty()) {
-                state_.on_bind_complete();
-                return Action::forward;
-            }
-            break;
-        case '3':
-            if (body.empty()) {
-                state_.on_close_complete();
-                return Action::forward;
-            }
-            break;
-        case 'n':
-            if (body.empty()) {
-                state_.on_no_data();
-                return Action::forward;
-            }
-            break;
-        case 's':
-            if (body.empty()) {
-                state_.on_portal_suspended();
-                return Action::forward;
-            }
-            break;
-        case 'I':
-            if (body.empty()) {
-                state_.on_empty_query();
-                return Action::forward;
-            }
-            break;
-        case 'C':
-            if (!body.empty() && body.find('\0') == body.size() - 1) {
-                const std::string_view tag = body.substr(0, body.size() - 1);
-                if (tag == "ROLLBACK") {
-                    transaction_rolled_back_ = true;
-                }
-                state_.on_command_complete(tag);
-                return Action::forward;
-            }
-            break;
-        default:
-            break;
+            case '2': state_.on_bind_complete(); return Action::forward;
+            case '3': state_.on_close_complete(); return Action::forward;
+            case 'n': state_.on_no_data(); return Action::forward;
+            case 's': state_.on_portal_suspended(); return Action::forward;
+            case 'I': state_.on_empty_query(); return Action::forward;
+            default: break;
+        }
+    } else if (type == 'C' && body.find('\0') == body.size() - 1) {
+        const std::string_view tag = body.substr(0, body.size() - 1);
+        if (tag == "ROLLBACK") {
+            transaction_rolled_back_ = true;
+        }
+        state_.on_command_complete(tag);
+        return Action::forward;
     }
     pgwire::BackendMessage message;
     if (auto ec = pgwire::decode_backend_body(type, body, message); ec) {

@@ -21,13 +21,14 @@ import json
 import subprocess
 import textwrap
 import time
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
 import psycopg2
 import pytest
 
-from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, Redis, client_env
+from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, Redis, client_env, free_port
 
 T = TypeVar("T")
 
@@ -58,6 +59,29 @@ def start_shelf(pg: Postgres, redis: Redis, rules: Path, *, workers: int = 2, lo
     settings = {"REDIS_URL": redis.url, "PGSHELF_RULES": str(rules)}
     settings.update(env)
     return PgShelf(pg, workers=workers, log_level=log_level, env=settings)
+
+
+def start_shelf_pair(pg: Postgres, redis: Redis, rules: Path) -> tuple[PgShelf, PgShelf]:
+    """Two instances sharing ``redis``, as sidecars of two app instances; the first has an admin port."""
+    first = start_shelf(pg, redis, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    try:
+        second = start_shelf(pg, redis, rules)
+    except BaseException:
+        first.stop()
+        raise
+    return first, second
+
+
+def metric(shelf: PgShelf, series: str) -> float:
+    """Value of ``series`` (name and labels, e.g. 'x_total{outcome="ok"}') from the admin port's /metrics; 0 if absent."""
+    address = shelf.env["PGSHELF_ADMIN_LISTEN"]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line[len(series) + 1:])
+    return 0.0
 
 
 # --------------------------------------------------------------------------

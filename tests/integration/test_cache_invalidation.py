@@ -21,14 +21,12 @@ does not see), so a passing test cannot come from caching being off.
 from __future__ import annotations
 
 import time
-import urllib.request
 
 import psycopg
 import pytest
 
-from pgshelf_harness import free_port
-from cache_support import (connect, counter, poll, query, redis_server, served_from_cache, start_shelf,
-                           wait_for_hit, write_rules)
+from cache_support import (connect, counter, metric, poll, query, redis_server, served_from_cache,
+                           start_shelf_pair, wait_for_hit, write_rules)
 
 __all__ = ["counter", "redis_server"]
 
@@ -73,12 +71,7 @@ def shelves(pg, redis_server, tmp_path_factory):
         INSERT INTO inv_short VALUES (1, 'old'), (2, 'old');
     """)
     rules = write_rules(tmp_path_factory.mktemp("rules"), RULES)
-    a = start_shelf(pg, redis_server, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
-    try:
-        b = start_shelf(pg, redis_server, rules)
-    except BaseException:
-        a.stop()
-        raise
+    a, b = start_shelf_pair(pg, redis_server, rules)
     yield a, b
     a.stop()
     b.stop()
@@ -155,16 +148,7 @@ def test_other_keys_stay_cached(sessions, counter):
 
 
 def fallback_count(shelf, rule: str, table: str) -> float:
-    """pgshelf_cache_table_fallback_total{rule, table} from the admin port's /metrics."""
-    address = shelf.env["PGSHELF_ADMIN_LISTEN"]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    wanted = f'pgshelf_cache_table_fallback_total{{rule="{rule}",table="{table}"}} '
-    for line in text.splitlines():
-        if line.startswith(wanted):
-            return float(line[len(wanted):])
-    return 0.0
+    return metric(shelf, f'pgshelf_cache_table_fallback_total{{rule="{rule}",table="{table}"}}')
 
 
 def test_table_fallback_for_an_uncovered_write(sessions, counter, shelves):

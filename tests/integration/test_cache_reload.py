@@ -9,11 +9,10 @@ rows stored for the old query (the rule's statement is in the namespace).
 from __future__ import annotations
 
 import signal
-import urllib.request
 
 import pytest
 
-from cache_support import (connect, counter, poll, query, reaches_server, redis_server, served_from_cache,
+from cache_support import (connect, counter, metric, poll, query, reaches_server, redis_server, served_from_cache,
                            start_shelf, wait_for_hit, write_rules)
 from pgshelf_harness import free_port
 
@@ -72,14 +71,7 @@ def setup(pg, redis_server, tmp_path_factory):
 
 
 def reloads(shelf, outcome: str) -> float:
-    address = shelf.env["PGSHELF_ADMIN_LISTEN"]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    wanted = f'pgshelf_config_reloads_total{{outcome="{outcome}"}} '
-    for line in text.splitlines():
-        if line.startswith(wanted):
-            return float(line[len(wanted):])
-    return 0.0
+    return metric(shelf, f'pgshelf_config_reloads_total{{outcome="{outcome}"}}')
 
 
 def reload(shelf, directory, text: str, outcome: str) -> None:

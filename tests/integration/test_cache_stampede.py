@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from cache_support import connect, counter, query, redis_server, start_shelf, write_rules
+from cache_support import connect, counter, query, redis_server, start_shelf_pair, write_rules
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
 
@@ -39,12 +39,7 @@ def shelves(pg, redis_server, tmp_path_factory):
         INSERT INTO stampede_items SELECT i, 'v' || i FROM generate_series(1, 10) AS i;
     """)
     rules = write_rules(tmp_path_factory.mktemp("rules"), RULES)
-    a = start_shelf(pg, redis_server, rules)
-    try:
-        b = start_shelf(pg, redis_server, rules)
-    except BaseException:
-        a.stop()
-        raise
+    a, b = start_shelf_pair(pg, redis_server, rules)
     yield a, b
     a.stop()
     b.stop()
