@@ -1,4 +1,5 @@
 // pgshelf: a transparent caching proxy for PostgreSQL.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -8,8 +9,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include "app/explain_command.hpp"
 #include "cache_rules/rules.hpp"
 #include "proxy/config.hpp"
+#include "proxy/logging.hpp"
 #include "proxy/proxy_server.hpp"
 
 #ifndef PGSHELF_VERSION
@@ -24,6 +27,8 @@ constexpr std::string_view usage_text = R"(NAME
 SYNOPSIS
     pgshelf [--config FILE]
     pgshelf check FILE
+    pgshelf explain --rules FILE [--param VALUE]... [--null-param]
+                    [--database NAME] [--role NAME] SQL
     pgshelf --version
     pgshelf --help
 
@@ -36,6 +41,24 @@ COMMANDS
     check FILE      Validate a config or rules file: settings, and every
                     [[cache]] and [[invalidate]] rule. Prints each problem
                     as FILE:LINE: message and exits 2 if there is any.
+
+    explain --rules FILE [options] SQL
+                    Show what pgshelf would do with one statement under the
+                    rules in FILE, without connecting anywhere: the statement
+                    with its literals as $n, its kind, the tables it reads and
+                    writes, whether it can be cached (and why not), the
+                    [[cache]] rule it hits with file, line, TTL and the key it
+                    renders (or why no rule matches, and a rule to paste), the
+                    [[invalidate]] rules and table fallback that drop that
+                    entry; for a write, the [[invalidate]] rule it matches, the
+                    keys it invalidates and the rules it invalidates whole.
+                    Exits 2 when FILE has errors (printed as FILE:LINE:
+                    message), when the SQL does not parse, or on bad usage.
+        --param VALUE   The value of the next parameter ($1 first), as text.
+        --null-param    The next parameter is NULL.
+        --database NAME, --role NAME
+                        Session database and role, for {db} and {role} in
+                        keys (default postgres).
 
 OPTIONS
     --config FILE   Read settings from a TOML file. Without one, defaults and
@@ -51,9 +74,12 @@ ENVIRONMENT
     REDIS_URL           redis://[user:password@]host:port/db
 
 SIGNALS
-    SIGTERM, SIGINT     Stop accepting, let sessions finish their work (up to
+    SIGTERM, SIGINT     Drain: stop accepting, /readyz answers 503, open
+                        sessions go on until their clients leave (at most
                         proxy.shutdown_timeout), then exit 0. A second signal
                         exits at once.
+    SIGHUP              Reload the rules file; statements already running
+                        finish with the old rules, a bad file keeps them.
 
 EXIT STATUS
     0 after a clean shutdown, 1 when the listen address cannot be used,
@@ -71,8 +97,14 @@ int check(const std::string& file) {
     const std::string rules_file = loaded.config.rules.file.empty() ? file : loaded.config.rules.file;
     auto rules = pgshelf::cache_rules::load_rules_file(rules_file);
     for (const auto& error : rules.errors) {
-        std::cerr << error.to_string() << "\n";
-        ++problems;
+        // A file that cannot be read or parsed fails both loaders alike.
+        const std::string message = error.to_string();
+        const bool said = std::any_of(loaded.errors.begin(), loaded.errors.end(),
+                                      [&](const auto& e) { return e.to_string() == message; });
+        if (!said) {
+            std::cerr << message << "\n";
+            ++problems;
+        }
     }
     if (problems > 0) {
         return 2;
@@ -87,6 +119,9 @@ int check(const std::string& file) {
 int main(int argc, char** argv) {
     if (argc == 3 && std::string_view(argv[1]) == "check") {
         return check(argv[2]);
+    }
+    if (argc >= 2 && std::string_view(argv[1]) == "explain") {
+        return pgshelf::app::explain_command(argc - 2, argv + 2);
     }
     std::optional<std::string> config_file;
     for (int i = 1; i < argc; ++i) {
@@ -118,7 +153,7 @@ int main(int argc, char** argv) {
         }
         return 2;
     }
-    spdlog::set_level(spdlog::level::from_str(loaded.config.log.level));
+    pgshelf::proxy::configure_logging(loaded.config.log.level, loaded.config.log.format);
     // Writes to a vanished TLS peer must fail with EPIPE, not kill the process.
     std::signal(SIGPIPE, SIG_IGN);
     try {

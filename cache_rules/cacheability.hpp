@@ -27,6 +27,8 @@ enum class BypassReason {
     settings_unknown,    // session settings could not be established
 };
 
+inline constexpr std::size_t bypass_reason_count = static_cast<std::size_t>(BypassReason::settings_unknown) + 1;
+
 std::string_view to_string(BypassReason reason);
 
 struct Verdict {

@@ -8,12 +8,20 @@
 
 #include "proxy/metrics.hpp"
 #include "proxy/runtime.hpp"
+#include "proxy/server_link.hpp"
 
 namespace pgshelf::proxy {
 namespace {
 
 namespace beast = boost::beast;
 namespace http = boost::beast::http;
+
+// Probes PostgreSQL and records the outcome for the pgshelf_ready gauge.
+awaitable<std::string> probe(Runtime& runtime) {
+    std::string problem = co_await probe_server(runtime.config().upstream);
+    runtime.set_postgres_reachable(problem.empty());
+    co_return problem;
+}
 
 awaitable<void> admin_connection(tcp::socket socket, Runtime& runtime) {
     beast::tcp_stream stream(std::move(socket));
@@ -32,14 +40,30 @@ awaitable<void> admin_connection(tcp::socket socket, Runtime& runtime) {
             response.result(http::status::method_not_allowed);
             response.body() = "only GET\n";
         } else if (request.target() == "/metrics") {
+            co_await probe(runtime);
             response.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
             response.body() = render_metrics(runtime);
         } else if (request.target() == "/healthz") {
             response.set(http::field::content_type, "text/plain");
             response.body() = "ok\n";
+        } else if (request.target() == "/readyz") {
+            // Ready = can serve queries: PostgreSQL answers and no drain.
+            // Redis down is reported but not unready: reads then go to PostgreSQL.
+            const std::string problem = co_await probe(runtime);
+            response.set(http::field::content_type, "text/plain");
+            if (runtime.draining()) {
+                response.result(http::status::service_unavailable);
+                response.body() = "not ready: draining\n";
+            } else if (!problem.empty()) {
+                response.result(http::status::service_unavailable);
+                response.body() = "not ready: postgresql: " + problem + "\n";
+            } else {
+                response.body() = "ready\npostgresql: ok\n";
+            }
+            response.body() += "redis: " + runtime.redis_state() + "\n";
         } else {
             response.result(http::status::not_found);
-            response.body() = "not found: try /metrics or /healthz\n";
+            response.body() = "not found: try /metrics, /healthz or /readyz\n";
         }
         response.keep_alive(request.keep_alive());
         response.prepare_payload();

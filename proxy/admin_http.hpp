@@ -1,5 +1,6 @@
-// The HTTP admin port (Boost.Beast): /metrics in Prometheus text format and
-// /healthz. Off unless admin.listen is set; meant for 127.0.0.1.
+// The HTTP admin port (Boost.Beast): /metrics in Prometheus text format,
+// /healthz (the process serves HTTP) and /readyz (PostgreSQL answers and
+// pgshelf is not draining). Off unless admin.listen is set; meant for 127.0.0.1.
 #pragma once
 
 #include "proxy/asio.hpp"

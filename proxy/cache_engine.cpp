@@ -50,8 +50,21 @@ EntryAddress CacheEngine::address(const ReadPlan& plan) const {
     return entry_address(prefix_, plan.rendered, plan.rule->name, plan.namespace_hash);
 }
 
+awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(std::vector<RedisCommand> commands) {
+    const auto started = std::chrono::steady_clock::now();
+    auto replies = co_await redis_->execute(std::move(commands));
+    runtime_.latencies().redis.observe(std::chrono::steady_clock::now() - started);
+    // The breaker belongs to this worker; the process-wide gauge counts workers.
+    const bool open = redis_->breaker_state() != CircuitBreaker::State::closed;
+    if (open != circuit_reported_open_) {
+        circuit_reported_open_ = open;
+        runtime_.counters().redis_circuits_open += open ? 1 : -1;
+    }
+    co_return replies;
+}
+
 awaitable<std::optional<LookupResult>> CacheEngine::read_entry(const EntryAddress& where) {
-    auto replies = co_await redis_->execute(lookup_commands(where, global_key_));
+    auto replies = co_await execute(lookup_commands(where, global_key_));
     std::optional<LookupResult> result;
     if (replies) {
         result = parse_lookup(*replies);
@@ -83,7 +96,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
         if (!result->global_generation) {
             create.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0, true));
         }
-        co_await redis_->execute(std::move(create));
+        co_await execute(std::move(create));
         auto retried = co_await read_entry(where);
         if (!retried || !retried->rule_generation || !retried->global_generation) {
             result->hit = false;
@@ -99,7 +112,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
     // entry's hash slot); the others poll briefly for its result.
     std::vector<RedisCommand> take_lock;
     take_lock.push_back({"SET", where.lock_key, "1", "NX", "PX", std::to_string(fetch_lock_ms)});
-    auto locked = co_await redis_->execute(std::move(take_lock));
+    auto locked = co_await execute(std::move(take_lock));
     if (!locked || locked->front()->type != REDIS_REPLY_NIL) {
         co_return result;  // we hold the lock (or Redis is failing): go to PostgreSQL
     }
@@ -179,7 +192,7 @@ awaitable<std::optional<ServerKey>> CacheEngine::find_cancel_key(const ClientKey
     }
     std::vector<RedisCommand> get;
     get.push_back({"GET", cancel_key_name(prefix_, client.pid)});
-    auto replies = co_await redis_->execute(std::move(get));
+    auto replies = co_await execute(std::move(get));
     if (!replies || replies->front()->type != REDIS_REPLY_STRING) {
         co_return std::nullopt;
     }
@@ -199,23 +212,27 @@ awaitable<bool> CacheEngine::store(const ReadPlan& plan, const LookupResult& sta
     if (!redis_ || !stamps.rule_generation || !stamps.global_generation || runtime_.invalidation_lost()) {
         co_return false;
     }
+    RuleStats& stats = runtime_.rule_stats(plan.rule->name);
     if (payload.size() > plan.rule->max_entry_size) {
         runtime_.counters().stores_too_large++;
+        stats.stores_too_large++;
         co_return false;
     }
     const auto ttl = static_cast<std::uint64_t>(plan.rule->ttl.count());
     std::vector<RedisCommand> commands;
     commands.push_back(store_command(redis_->script_shas()[script_store], address(plan), stamps, payload, ttl));
-    auto replies = co_await redis_->execute(std::move(commands));
+    auto replies = co_await execute(std::move(commands));
     if (!replies || replies->front()->type != REDIS_REPLY_INTEGER) {
         runtime_.counters().redis_errors++;
         co_return false;
     }
     if (replies->front()->integer != 1) {
         runtime_.counters().stores_stale++;
+        stats.stores_stale++;
         co_return false;
     }
     runtime_.counters().stores++;
+    stats.stores++;
     co_return true;
 }
 
@@ -237,7 +254,7 @@ awaitable<bool> CacheEngine::invalidate(const WritePlan& plan) {
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     std::optional<std::vector<RedisReply>> replies;
     if (scripts_ready) {
-        replies = co_await redis_->execute(std::move(commands));
+        replies = co_await execute(std::move(commands));
     }
     bool ok = replies.has_value();
     if (ok) {
@@ -247,9 +264,14 @@ awaitable<bool> CacheEngine::invalidate(const WritePlan& plan) {
     }
     runtime_.counters().invalidations_explicit += plan.keys.size();
     runtime_.counters().invalidations_fallback += plan.fallback_rules.size();
+    for (const std::string& rule : plan.key_rules) {
+        runtime_.rule_stats(rule).invalidations_key++;
+    }
     for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
         const std::string& rule = plan.fallback_rules[i];
-        if (runtime_.count_fallback(rule, plan.fallback_tables[i])) {
+        runtime_.rule_stats(rule).invalidations_fallback++;
+        // An empty table: an operator's INVALIDATE RULE, not a missing rule.
+        if (!plan.fallback_tables[i].empty() && runtime_.count_fallback(rule, plan.fallback_tables[i])) {
             spdlog::info("a write to {} invalidated every entry of cache rule '{}': no [[invalidate]] rule covers it; "
                          "add one to keep the rule's other entries",
                          plan.fallback_tables[i], rule);
@@ -282,7 +304,7 @@ awaitable<void> CacheEngine::recover_lost_invalidations() {
         const auto failures = runtime_.invalidation_failures();
         std::vector<RedisCommand> bump;
         bump.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0));
-        auto replies = co_await redis_->execute(std::move(bump));
+        auto replies = co_await execute(std::move(bump));
         if (replies && replies->front()->type == REDIS_REPLY_STRING) {
             runtime_.invalidations_recovered(failures);
             runtime_.counters().global_generation_bumps++;

@@ -56,6 +56,8 @@ public:
 
 private:
     EntryAddress address(const ReadPlan& plan) const;
+    // redis_->execute, timed, with the circuit breaker's state reported.
+    awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands);
     // One GET of the entry with its version and generations; nullopt (and
     // counted as a Redis error) when Redis fails or answers nonsense.
     awaitable<std::optional<LookupResult>> read_entry(const EntryAddress& where);
@@ -66,6 +68,7 @@ private:
     cache_rules::ShapeCache shapes_{10'000};
     std::string prefix_ = "pgshelf";
     std::string global_key_;
+    bool circuit_reported_open_ = false;
 };
 
 }  // namespace pgshelf::proxy

@@ -37,6 +37,12 @@ void plan_write(const cache_rules::RuleSet& rules, const StatementShape& shape,
                 }
             }
             covered = match->rule->covers;
+            for (std::size_t rule : covered) {
+                const std::string& name = rules.cache_rules()[rule].name;
+                if (std::find(out.key_rules.begin(), out.key_rules.end(), name) == out.key_rules.end()) {
+                    out.key_rules.push_back(name);
+                }
+            }
         }
     }
     // Safe fallback: a written table that a cache rule reads, not covered
@@ -108,6 +114,7 @@ RequestPlan plan_request(const cache_rules::RuleSet& rules, const cache_rules::S
     const StatementShape& shape = analysis.statements.front();
     if (!rules.has_cache_shape(shape.shape_hash)) {
         plan.bypass = BypassReason::no_rule;
+        plan.uncached_select = shape.kind == StatementKind::select ? &shape : nullptr;
         return plan;
     }
     auto values = cache_rules::slot_values(shape, parameters);
@@ -117,6 +124,7 @@ RequestPlan plan_request(const cache_rules::RuleSet& rules, const cache_rules::S
     }
     if (!match) {
         plan.bypass = BypassReason::no_rule;
+        plan.uncached_select = shape.kind == StatementKind::select ? &shape : nullptr;
         return plan;
     }
     if (auto verdict = cache_rules::statement_verdict(shape, {match->rule->allow_volatile}); !verdict.cacheable()) {

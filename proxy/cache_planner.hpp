@@ -36,6 +36,7 @@ struct ReadPlan {
 
 struct WritePlan {
     std::vector<std::string> keys;            // rendered keys to invalidate
+    std::vector<std::string> key_rules;       // the cache rules those keys belong to (for counters)
     // Cache rules whose generation to bump, by name: a plan can outlive the
     // rule set it was made with (a reload between a write and its COMMIT).
     std::vector<std::string> fallback_rules;
@@ -48,6 +49,8 @@ struct RequestPlan {
     cache_rules::BypassReason bypass = cache_rules::BypassReason::none;
     bool writes = false;
     WritePlan write;
+    // A single SELECT that no rule caches: its shape, for SHOW QUERIES.
+    const cache_rules::StatementShape* uncached_select = nullptr;
     std::vector<std::string> temp_tables_created;  // CREATE TEMP TABLE names, for the session to remember
 };
 

@@ -4,7 +4,9 @@
 #include <spdlog/spdlog.h>
 
 #include "pgwire/value_text.hpp"
+#include "proxy/admin_console.hpp"
 #include "proxy/cache_engine.hpp"
+#include "proxy/logging.hpp"
 #include "proxy/runtime.hpp"
 #include "proxy/server_link.hpp"
 
@@ -26,6 +28,11 @@ constexpr std::size_t prefix_limit = 8 * 1024;
 // How long a miss waits for a concurrent miss on the same entry (in this
 // process) before going to PostgreSQL itself.
 constexpr std::chrono::milliseconds coalesce_wait{500};
+
+// An unreachable server or a connection storm would otherwise log once per
+// client connection attempt.
+SharedLogRateLimiter server_connect_warnings;
+SharedLogRateLimiter refusal_warnings;
 
 bool frontend_needs_inspection(char type) {
     switch (type) {
@@ -103,6 +110,12 @@ ClientSession::~ClientSession() {
         runtime_.cancels().remove(client_key_pid_);
     }
     runtime_.counters().connections_current--;
+    if (info_) {
+        runtime_.clients().remove(id_);
+    }
+    if (server_counted_) {
+        runtime_.counters().server_connections--;
+    }
     runtime_.counters().bookkeeping_desyncs += state_.desyncs();
 }
 
@@ -120,13 +133,41 @@ awaitable<void> ClientSession::run() {
     }
     if (runtime_.counters().connections_current.load() > static_cast<std::int64_t>(runtime_.config().proxy.max_connections)) {
         runtime_.counters().connections_refused++;
-        spdlog::warn("conn {} from {} refused: proxy.max_connections reached", id_, peer_text);
+        if (const auto suppressed = refusal_warnings.allow()) {
+            spdlog::warn("conn {} from {} refused: proxy.max_connections reached{}", id_, peer_text,
+                         suppressed_note(*suppressed));
+        }
         co_await send_client_error("FATAL", "53300", "sorry, too many clients already");
         close_all();
         co_return;
     }
     spdlog::info("conn {} open from {} user={} database={}{}", id_, peer_text, user_, database_,
                  client_->is_tls() ? " tls" : "");
+    info_ = std::make_shared<ClientInfo>();
+    info_->id = id_;
+    info_->peer = peer_text;
+    info_->user = user_;
+    info_->database = database_;
+    info_->tls = client_->is_tls();
+    info_->connected_at = std::chrono::system_clock::now();
+    info_->touch();
+    runtime_.clients().add(info_);
+
+    if (database_ == runtime_.config().admin.console_database) {
+        console_ = true;
+        AdminConsole console(runtime_, cache_, *client_, client_in_, user_, id_);
+        if (co_await console.authenticate()) {
+            phase_ = Phase::ready;
+            startup_deadline_.cancel();
+            note_end(co_await console.serve());
+        } else {
+            note_end("admin console authentication failed");
+        }
+        close_all();
+        const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+        spdlog::info("conn {} closed after {:.3f}s: {}", id_, elapsed, end_reason_);
+        co_return;
+    }
     if (co_await open_server()) {
         phase_ = Phase::authenticating;
         co_await (client_to_server() || server_to_client());
@@ -268,12 +309,16 @@ awaitable<bool> ClientSession::open_server() {
     if (!connection.stream) {
         runtime_.counters().server_connect_errors++;
         note_end(connection.error);
-        spdlog::warn("conn {} {}", id_, connection.error);
+        if (const auto suppressed = server_connect_warnings.allow()) {
+            spdlog::warn("conn {} {}{}", id_, connection.error, suppressed_note(*suppressed));
+        }
         const std::string message = "pgshelf: " + connection.error;
         co_await send_client_error("FATAL", "08006", message);
         co_return false;
     }
     server_ = std::move(connection.stream);
+    runtime_.counters().server_connections++;
+    server_counted_ = true;
     auto [ec, n] = co_await server_->write(asio::buffer(startup_packet_));
     if (ec) {
         co_await send_client_error("FATAL", "08006", "pgshelf: lost connection to server during startup");
@@ -568,12 +613,6 @@ awaitable<void> ClientSession::server_to_client() {
             note_end(pending_error_message_);
             co_return;
         }
-        if (draining_ && idle()) {
-            note_end("shutdown");
-            pending_error_sqlstate_ = "57P01";
-            pending_error_message_ = "terminating connection due to administrator command";
-            co_return;
-        }
         if (whole_frame_needed > 0) {
             server_in_.reserve_frame(whole_frame_needed);
         }
@@ -634,6 +673,7 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
         [this, &action](const auto& m) {
             using T = std::decay_t<decltype(m)>;
             if constexpr (std::is_same_v<T, pgwire::Query>) {
+                uncached_tag_ = 0;
                 if (cache_active() && !forwarding_held_) {
                     if (auto plan = plan_sql(m.sql, {}, {})) {
                         if (plan->read && state_.pending().empty() && !state_.skipping_to_sync()) {
@@ -648,6 +688,9 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                 }
                 held_plan_.reset();
                 state_.on_query(m.sql);
+                if (uncached_tag_ != 0) {
+                    state_.tag_last(uncached_tag_, std::chrono::steady_clock::now());
+                }
             } else if constexpr (std::is_same_v<T, pgwire::Parse>) {
                 if (m.name.empty() && cache_active() && !forwarding_held_ && state_.pending().empty() &&
                     !state_.skipping_to_sync()) {
@@ -685,6 +728,7 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                 }
                 state_.on_describe(m.kind, m.name);
             } else if constexpr (std::is_same_v<T, pgwire::Execute>) {
+                uncached_tag_ = 0;
                 if (cache_active()) {
                     const Portal* portal = state_.portal(m.portal);
                     const PreparedStatement* statement = portal ? state_.statement(portal->statement) : nullptr;
@@ -697,6 +741,9 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                     }
                 }
                 state_.on_execute(m.portal, m.max_rows);
+                if (uncached_tag_ != 0) {
+                    state_.tag_last(uncached_tag_, std::chrono::steady_clock::now());
+                }
             } else if constexpr (std::is_same_v<T, pgwire::Close>) {
                 state_.on_close(m.kind, m.name);
             } else if constexpr (std::is_same_v<T, pgwire::Sync>) {
@@ -764,7 +811,10 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
             case '3': state_.on_close_complete(); return Action::forward;
             case 'n': state_.on_no_data(); return Action::forward;
             case 's': state_.on_portal_suspended(); return Action::forward;
-            case 'I': state_.on_empty_query(); return Action::forward;
+            case 'I':
+                record_server_time();
+                state_.on_empty_query();
+                return Action::forward;
             default: break;
         }
     } else if (type == 'C' && body.find('\0') == body.size() - 1) {
@@ -772,6 +822,7 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
         if (tag == "ROLLBACK") {
             transaction_rolled_back_ = true;
         }
+        record_server_time();
         state_.on_command_complete(tag);
         return Action::forward;
     }
@@ -817,6 +868,11 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                     startup_deadline_.cancel();
                 }
                 state_.on_ready_for_query(m.status);
+                if (info_) {
+                    info_->transaction_status.store(m.status, std::memory_order_relaxed);
+                    info_->server_requests.fetch_add(1, std::memory_order_relaxed);
+                    info_->touch();
+                }
                 if (cache_ != nullptr && state_.pending().empty()) {
                     rules_ = cache_->rules();  // a reload takes effect between requests
                 }
@@ -884,8 +940,20 @@ std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
     for (auto& table : plan.temp_tables_created) {
         temp_tables_.push_back(std::move(table));
     }
-    if (!plan.read && !plan.writes) {
-        runtime_.counters().bypasses++;
+    // A held batch that was planned before its release is planned again as
+    // its frames go to the server: count it once.
+    const bool count = !std::exchange(batch_counted_, false);
+    uncached_tag_ = 0;
+    if (!plan.read && count) {
+        runtime_.counters().bypasses[static_cast<std::size_t>(plan.bypass)]++;
+    }
+    if (plan.uncached_select != nullptr) {
+        // 0 means "not timed": a shape hash of 0 is not worth a special case.
+        uncached_tag_ = plan.uncached_select->shape_hash | 1;
+        if (count) {
+            runtime_.uncached_reads().seen(uncached_tag_, sql);
+        }
+        plan.uncached_select = nullptr;  // points into `analysis`
     }
     return plan;
 }
@@ -896,12 +964,16 @@ void ClientSession::note_write(const WritePlan& plan) {
     if (capture_) {
         capture_->valid = false;
     }
-    for (auto* target : {&transaction_writes_, &writes_since_ready_}) {
-        for (const auto& key : plan.keys) {
-            if (std::find(target->keys.begin(), target->keys.end(), key) == target->keys.end()) {
-                target->keys.push_back(key);
+    auto add_unique = [](std::vector<std::string>& to, const std::vector<std::string>& from) {
+        for (const auto& item : from) {
+            if (std::find(to.begin(), to.end(), item) == to.end()) {
+                to.push_back(item);
             }
         }
+    };
+    for (auto* target : {&transaction_writes_, &writes_since_ready_}) {
+        add_unique(target->keys, plan.keys);
+        add_unique(target->key_rules, plan.key_rules);
         for (std::size_t i = 0; i < plan.fallback_rules.size(); ++i) {
             if (std::find(target->fallback_rules.begin(), target->fallback_rules.end(), plan.fallback_rules[i]) ==
                 target->fallback_rules.end()) {
@@ -938,7 +1010,25 @@ std::string ready_for_query(char status) {
 
 }  // namespace
 
+void ClientSession::count_hit(const ReadPlan& plan, std::size_t payload_size) {
+    runtime_.counters().hits++;
+    runtime_.counters().served_bytes += payload_size;
+    runtime_.rule_stats(plan.rule->name).hits++;
+    runtime_.latencies().hit.observe(std::chrono::steady_clock::now() - request_started_);
+    if (info_) {
+        info_->cache_hits.fetch_add(1, std::memory_order_relaxed);
+        info_->touch();
+    }
+}
+
+void ClientSession::record_server_time() {
+    if (auto [tag, sent] = state_.take_front_tag(); tag != 0) {
+        runtime_.uncached_reads().timed(tag, std::chrono::steady_clock::now() - sent);
+    }
+}
+
 awaitable<bool> ClientSession::serve_query(const std::string& frame) {
+    request_started_ = std::chrono::steady_clock::now();
     auto plan = std::move(held_plan_);
     held_plan_.reset();
     if (!plan || !plan->read || !rules_) {
@@ -950,9 +1040,9 @@ awaitable<bool> ClientSession::serve_query(const std::string& frame) {
         auto [row_description, rows] = split_payload(lookup->payload);
         if (!row_description.empty()) {
             const std::string ready = ready_for_query(state_.transaction_status());
-            runtime_.counters().hits++;
             const std::vector<asio::const_buffer> reply{asio::buffer(lookup->payload), asio::buffer(ready)};
             co_await write_client(reply);
+            count_hit(*plan->read, lookup->payload.size());
             co_return true;
         }
     }
@@ -970,6 +1060,7 @@ awaitable<bool> ClientSession::serve_query(const std::string& frame) {
 
 awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& plan, std::optional<LookupResult>& lookup) {
     runtime_.counters().misses++;
+    runtime_.rule_stats(plan.rule->name).misses++;
     if (!lookup || !plan.may_populate) {
         co_return std::nullopt;
     }
@@ -981,12 +1072,13 @@ awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& pla
         }
         co_return payload;
     }
-    capture_.emplace(Capture{std::move(plan), std::move(*lookup), {}, true, 0, {}});
+    capture_.emplace(Capture{std::move(plan), std::move(*lookup), {}, true, 0, {}, request_started_});
     capture_->lead = Inflight::Lead(&runtime_.inflight(), key);
     co_return std::nullopt;
 }
 
 awaitable<bool> ClientSession::serve_batch() {
+    request_started_ = std::chrono::steady_clock::now();
     HeldBatch& b = *batch_;
     std::string sql;
     std::vector<std::uint32_t> types;
@@ -1002,6 +1094,7 @@ awaitable<bool> ClientSession::serve_batch() {
     }
     auto plan = plan_sql(sql, *b.parameters, b.result_formats);
     if (!plan || !plan->read) {
+        batch_counted_ = true;  // released to the server, where its Execute is planned again
         co_return false;
     }
     auto rules = rules_;
@@ -1009,8 +1102,8 @@ awaitable<bool> ClientSession::serve_batch() {
     if (lookup && lookup->hit) {
         auto [row_description, rows] = split_payload(lookup->payload);
         if (!b.has_describe || !row_description.empty()) {
-            runtime_.counters().hits++;
             co_await answer_batch_locally(row_description, rows);
+            count_hit(*plan->read, lookup->payload.size());
             co_return true;
         }
     }
@@ -1021,6 +1114,7 @@ awaitable<bool> ClientSession::serve_batch() {
             co_return true;
         }
     }
+    batch_counted_ = true;
     co_return false;
 }
 
@@ -1131,6 +1225,7 @@ void ClientSession::finish_capture() {
         return;  // c.lead wakes the waiters with nothing
     }
     c.lead.release(c.payload);
+    runtime_.latencies().miss.observe(std::chrono::steady_clock::now() - c.started);
     asio::co_spawn(client_->socket().get_executor(),
                    [self = shared_from_this(), c = std::move(c)]() -> awaitable<void> {
                        co_await self->cache_->store(c.plan, c.stamps, c.payload);
@@ -1152,7 +1247,16 @@ bool ClientSession::idle() const {
 }
 
 void ClientSession::begin_drain() {
-    draining_ = true;
+    if (console_) {
+        note_end("shutdown");
+        client_->close();
+    }
+}
+
+void ClientSession::end_for_shutdown() {
+    if (phase_ == Phase::closing) {
+        return;
+    }
     if (idle() && !client_busy_ && server_) {
         // Both relays are waiting for input; closing the server side ends
         // them and run() then says goodbye to the client.
@@ -1160,7 +1264,10 @@ void ClientSession::begin_drain() {
         pending_error_sqlstate_ = "57P01";
         pending_error_message_ = "terminating connection due to administrator command";
         server_->close();
+        return;
     }
+    note_end("shutdown timeout");
+    close_all();
 }
 
 awaitable<void> ClientSession::send_client_error(std::string_view severity, std::string_view sqlstate,

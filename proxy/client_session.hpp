@@ -28,6 +28,7 @@
 #include "proxy/frame_buffer.hpp"
 #include "proxy/inflight.hpp"
 #include "proxy/session_state.hpp"
+#include "proxy/stats.hpp"
 #include "proxy/stream.hpp"
 
 namespace pgshelf::proxy {
@@ -41,9 +42,15 @@ public:
     ~ClientSession();
 
     awaitable<void> run();
-    // Called on the session's executor when pgshelf starts draining: an
-    // idle session closes now, a busy one when it next becomes idle.
+    // Called on the session's executor when pgshelf starts draining. A
+    // client session goes on serving until its client leaves: a sidecar's
+    // application is usually shutting down at the same time and still
+    // needs its connections to finish its own requests. Console sessions
+    // close now.
     void begin_drain();
+    // The shutdown timeout expired: an idle session is told why it ends
+    // (57P01, as PostgreSQL does), a busy one is cut off.
+    void end_for_shutdown();
 
     const SessionState& state() const { return state_; }
 
@@ -83,6 +90,7 @@ private:
         bool valid = true;
         std::size_t streaming_left = 0;  // bytes of a captured frame still to come
         Inflight::Lead lead;             // other sessions waiting for this result
+        std::chrono::steady_clock::time_point started;  // the request's arrival
     };
 
     awaitable<bool> negotiate_startup();
@@ -112,6 +120,10 @@ private:
     std::string injection_for_unnamed(std::string_view statement);
     void capture_frame(char type, std::string_view available, std::size_t frame_size);
     void finish_capture();
+    void count_hit(const ReadPlan& plan, std::size_t payload_size);
+    // Before relaying the answer that completes the oldest request: its
+    // server time, when it is a read no rule caches (for SHOW QUERIES).
+    void record_server_time();
 
     // Client writes from either loop go through this gate.
     awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers);
@@ -144,6 +156,9 @@ private:
     bool server_unnamed_stale_ = false;
     bool forwarding_held_ = false;  // re-inspecting held frames on their way to the server  // a hit answered a Parse("") the server never saw
     bool transaction_wrote_ = false;
+    bool batch_counted_ = false;       // the released batch's plan is already counted
+    std::uint64_t uncached_tag_ = 0;   // the last plan's uncached-read shape (tag), or 0
+    std::chrono::steady_clock::time_point request_started_;
     bool transaction_rolled_back_ = false;
     WritePlan transaction_writes_;  // applied again when the transaction ends
     WritePlan writes_since_ready_;  // applied at the next ReadyForQuery
@@ -156,7 +171,9 @@ private:
     asio::steady_timer startup_deadline_;
     bool client_busy_ = false;
     std::deque<asio::steady_timer*> client_waiters_;
-    bool draining_ = false;
+    bool server_counted_ = false;  // counted in the server-connection gauge
+    bool console_ = false;         // an admin console session (no server connection)
+    std::shared_ptr<ClientInfo> info_;  // as SHOW CLIENTS lists it
     std::string end_reason_;
     std::chrono::steady_clock::time_point started_;
 };

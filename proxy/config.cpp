@@ -187,6 +187,47 @@ const std::vector<Setting>& settings() {
              return {};
          },
          [](const Config& c) { return c.admin.listen; }, ""},
+        {"admin", "console_users",
+         "roles allowed to use the SQL admin console (comma-separated); empty = console off",
+         [](Config& c, std::string_view v) -> std::string {
+             c.admin.console_users.clear();
+             while (!v.empty()) {
+                 const auto comma = v.find(',');
+                 std::string_view name = v.substr(0, comma);
+                 v = comma == std::string_view::npos ? std::string_view{} : v.substr(comma + 1);
+                 while (!name.empty() && name.front() == ' ') {
+                     name.remove_prefix(1);
+                 }
+                 while (!name.empty() && name.back() == ' ') {
+                     name.remove_suffix(1);
+                 }
+                 if (!name.empty()) {
+                     c.admin.console_users.emplace_back(name);
+                 }
+             }
+             return {};
+         },
+         [](const Config& c) {
+             std::string out;
+             for (const auto& user : c.admin.console_users) {
+                 out += (out.empty() ? "" : ",") + user;
+             }
+             return out;
+         },
+         ""},
+        {"admin", "console_database", "database name clients connect to for the admin console",
+         [](Config& c, std::string_view v) -> std::string {
+             if (v.empty()) {
+                 return "admin.console_database cannot be empty";
+             }
+             c.admin.console_database = std::string(v);
+             return {};
+         },
+         [](const Config& c) { return c.admin.console_database; }, ""},
+        {"admin", "auth_database",
+         "database of the PostgreSQL server that authenticates console users (their password is the server's)",
+         string_into([](Config& c) -> std::string& { return c.admin.auth_database; }),
+         [](const Config& c) { return c.admin.auth_database; }, ""},
         {"rules", "file", "TOML file with [[cache]] and [[invalidate]] rules (default: the config file itself)",
          string_into([](Config& c) -> std::string& { return c.rules.file; }),
          [](const Config& c) { return c.rules.file; }, "PGSHELF_RULES"},
@@ -212,6 +253,17 @@ std::optional<std::string> scalar_text(const toml::node& node) {
     }
     if (auto b = node.as_boolean()) {
         return b->get() ? "true" : "false";
+    }
+    if (auto a = node.as_array()) {  // a list of names, as the environment writes it
+        std::string joined;
+        for (const auto& element : *a) {
+            auto s = element.as_string();
+            if (s == nullptr) {
+                return std::nullopt;
+            }
+            joined += (joined.empty() ? "" : ",") + s->get();
+        }
+        return joined;
     }
     return std::nullopt;
 }
@@ -455,6 +507,24 @@ std::string_view to_string(SslMode mode) {
         case SslMode::verify_full: return "verify-full";
     }
     return "prefer";
+}
+
+std::vector<std::pair<std::string, std::string>> effective_settings(const Config& config) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const Setting& s : settings()) {
+        std::string value = s.show(config);
+        if (s.section == "redis" && s.key == "url") {
+            // user:password@ → user:***@ : the console must not hand out secrets.
+            if (const auto at = value.rfind('@'), scheme = value.find("://"); at != std::string::npos &&
+                                                                            scheme != std::string::npos) {
+                const auto colon = value.find(':', scheme + 3);
+                const auto secret_from = colon != std::string::npos && colon < at ? colon + 1 : scheme + 3;
+                value.replace(secret_from, at - secret_from, "***");
+            }
+        }
+        out.emplace_back(s.section + "." + s.key, std::move(value));
+    }
+    return out;
 }
 
 std::vector<SettingDoc> setting_docs() {

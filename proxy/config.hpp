@@ -52,6 +52,9 @@ struct Config {
     } redis;
     struct {
         std::string listen;  // host:port of the HTTP admin port; empty = off
+        std::vector<std::string> console_users;  // roles allowed on the SQL console; empty = off
+        std::string console_database = "pgshelf";
+        std::string auth_database = "postgres";
     } admin;
     struct {
         // Rules file; empty = the [[cache]] and [[invalidate]] tables of the
@@ -100,5 +103,8 @@ struct SettingDoc {
     std::string description;
 };
 std::vector<SettingDoc> setting_docs();
+
+// Every setting with its value in `config` (secrets masked), for SHOW CONFIG.
+std::vector<std::pair<std::string, std::string>> effective_settings(const Config& config);
 
 }  // namespace pgshelf::proxy

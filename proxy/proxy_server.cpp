@@ -8,6 +8,7 @@
 #include "proxy/admin_http.hpp"
 #include "proxy/cache_engine.hpp"
 #include "proxy/client_session.hpp"
+#include "proxy/logging.hpp"
 
 namespace pgshelf::proxy {
 
@@ -70,7 +71,7 @@ int ProxyServer::run() {
             return 1;
         }
         asio::co_spawn(control_, serve_admin(admin_acceptor_, runtime_), asio::detached);
-        spdlog::info("admin HTTP on {} (/metrics, /healthz)", config.admin.listen);
+        spdlog::info("admin HTTP on {} (/metrics, /healthz, /readyz)", config.admin.listen);
     }
     for (auto& worker : workers_) {
         worker->thread = std::thread([&context = worker->context] { context.run(); });
@@ -98,7 +99,10 @@ awaitable<void> ProxyServer::accept_loop() {
                 co_return;
             }
             // Out of file descriptors and the like: back off instead of spinning.
-            spdlog::warn("accept failed: {}", ec.message());
+            static SharedLogRateLimiter accept_warnings;
+            if (const auto suppressed = accept_warnings.allow()) {
+                spdlog::warn("accept failed: {}{}", ec.message(), suppressed_note(*suppressed));
+            }
             asio::steady_timer pause(control_, std::chrono::milliseconds(50));
             co_await pause.async_wait(use_nothrow);
             continue;
@@ -150,18 +154,11 @@ awaitable<void> ProxyServer::handle_signals() {
 
 awaitable<void> ProxyServer::drain() {
     draining_ = true;
+    runtime_.set_draining();
     error_code ignored;
     acceptor_.close(ignored);
-    admin_acceptor_.close(ignored);
-    for (auto& worker : workers_) {
-        asio::post(worker->context, [&w = *worker] {
-            for (auto& weak : w.sessions) {
-                if (auto session = weak.lock()) {
-                    session->begin_drain();
-                }
-            }
-        });
-    }
+    // The admin port stays open until exit, so probes see /readyz fail.
+    post_to_sessions(&ClientSession::begin_drain);
     const auto deadline = std::chrono::steady_clock::now() + runtime_.config().proxy.shutdown_timeout;
     asio::steady_timer tick(control_);
     while (runtime_.counters().connections_current.load() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -171,8 +168,27 @@ awaitable<void> ProxyServer::drain() {
     const auto left = runtime_.counters().connections_current.load();
     if (left > 0) {
         spdlog::warn("shutdown timeout: closing {} remaining connections", left);
+        post_to_sessions(&ClientSession::end_for_shutdown);
+        // Long enough for the goodbye (57P01) to reach idle clients.
+        const auto grace = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+        while (runtime_.counters().connections_current.load() > 0 && std::chrono::steady_clock::now() < grace) {
+            tick.expires_after(std::chrono::milliseconds(20));
+            co_await tick.async_wait(use_nothrow);
+        }
     }
     control_.stop();
+}
+
+void ProxyServer::post_to_sessions(void (ClientSession::*action)()) {
+    for (auto& worker : workers_) {
+        asio::post(worker->context, [&w = *worker, action] {
+            for (auto& weak : w.sessions) {
+                if (auto session = weak.lock()) {
+                    (session.get()->*action)();
+                }
+            }
+        });
+    }
 }
 
 void ProxyServer::stop_workers() {

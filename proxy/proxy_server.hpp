@@ -1,7 +1,6 @@
 // The listening side: one io_context per worker thread, an acceptor that
 // hands new connections to workers in turn, and signal handling (SIGTERM /
-// SIGINT drain, a second one exits at once; SIGHUP is logged until rules
-// reload exists).
+// SIGINT drain, a second one exits at once; SIGHUP reloads the rules file).
 #pragma once
 
 #include <list>
@@ -37,6 +36,8 @@ private:
     awaitable<void> handle_signals();
     awaitable<void> drain();
     void stop_workers();
+    // Runs `action` on every live session, each on its own worker.
+    void post_to_sessions(void (ClientSession::*action)());
 
     Runtime runtime_;
     asio::io_context control_{1};

@@ -2,6 +2,7 @@
 #include "proxy/redis_client.hpp"
 
 #include "proxy/config.hpp"
+#include "proxy/logging.hpp"
 
 #include <charconv>
 
@@ -16,6 +17,15 @@ namespace {
 constexpr int breaker_threshold = 3;
 constexpr std::chrono::milliseconds breaker_backoff{250};
 constexpr std::chrono::milliseconds breaker_max_backoff{5000};
+
+// One limiter per kind of trouble for the whole process: every worker has
+// its own connection, so without them an outage is logged once per worker
+// and per retry, and slow replies once per statement.
+SharedLogRateLimiter unavailable_warnings;
+SharedLogRateLimiter lost_warnings;
+SharedLogRateLimiter breaker_warnings;
+SharedLogRateLimiter timeout_warnings;
+SharedLogRateLimiter setup_errors;
 
 }  // namespace
 
@@ -111,7 +121,10 @@ void RedisClient::record_failure() {
     const auto before = breaker_.state();
     breaker_.failure(CircuitBreaker::clock::now());
     if (before != CircuitBreaker::State::open && breaker_.state() == CircuitBreaker::State::open) {
-        spdlog::warn("redis {}:{}: circuit breaker open, serving from PostgreSQL only", endpoint_.host, endpoint_.port);
+        if (auto suppressed = breaker_warnings.allow()) {
+            spdlog::warn("redis {}:{}: circuit breaker open, serving from PostgreSQL only{}", endpoint_.host,
+                         endpoint_.port, suppressed_note(*suppressed));
+        }
         // Replies may never come (a stalled server): start over.
         if (socket_) {
             error_code ignored;
@@ -131,7 +144,6 @@ void RedisClient::fail_all() {
 
 awaitable<void> RedisClient::connection_loop() {
     auto self = shared_from_this();
-    bool warned = false;
     while (state_ != State::stopped) {
         if (!breaker_.allow(CircuitBreaker::clock::now())) {
             reconnect_wakeup_.expires_after(std::chrono::milliseconds(50));
@@ -162,9 +174,11 @@ awaitable<void> RedisClient::connection_loop() {
             break;
         }
         if (!ok) {
-            if (!warned) {
-                spdlog::warn("redis {}:{} unavailable; retrying with backoff", endpoint_.host, endpoint_.port);
-                warned = true;
+            // Repeats while the outage lasts (every worker retries with
+            // backoff); the limiter keeps it to a line per interval.
+            if (auto suppressed = unavailable_warnings.allow()) {
+                spdlog::warn("redis {}:{} unavailable; retrying with backoff{}", endpoint_.host, endpoint_.port,
+                             suppressed_note(*suppressed));
             }
             breaker_.failure(CircuitBreaker::clock::now());
             error_code ignored;
@@ -173,13 +187,15 @@ awaitable<void> RedisClient::connection_loop() {
             continue;
         }
         breaker_.success();
-        warned = false;
         state_ = State::ready;
         spdlog::info("redis {}:{} connected (db {})", endpoint_.host, endpoint_.port, endpoint_.database);
         co_await read_loop();
         if (state_ != State::stopped) {
             state_ = State::disconnected;
-            spdlog::warn("redis {}:{} connection lost", endpoint_.host, endpoint_.port);
+            if (auto suppressed = lost_warnings.allow()) {
+                spdlog::warn("redis {}:{} connection lost{}", endpoint_.host, endpoint_.port,
+                             suppressed_note(*suppressed));
+            }
         }
         fail_all();
     }
@@ -236,9 +252,12 @@ awaitable<bool> RedisClient::handshake() {
     for (const auto& command : commands) {
         const redisReply* reply = replies[index++].get();
         if (reply->type == REDIS_REPLY_ERROR) {
-            // A wrong password is a configuration error, worth saying every time.
-            spdlog::error("redis {}:{}: {} failed: {}", endpoint_.host, endpoint_.port, command.front(),
-                          std::string(reply->str, reply->len));
+            // A wrong password or a read-only replica: said once per interval,
+            // not once per reconnection attempt of every worker.
+            if (const auto suppressed = setup_errors.allow()) {
+                spdlog::error("redis {}:{}: {} failed: {}{}", endpoint_.host, endpoint_.port, command.front(),
+                              std::string(reply->str, reply->len), suppressed_note(*suppressed));
+            }
             co_return false;
         }
         if (command.front() == "SCRIPT") {
@@ -328,6 +347,10 @@ awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vect
         if (!request->failed) {
             // Timed out: its replies, if they ever come, are drained and dropped.
             request->abandoned = true;
+            if (auto suppressed = timeout_warnings.allow()) {
+                spdlog::warn("redis {}:{}: no reply within {} ms (redis.command_timeout){}", endpoint_.host,
+                             endpoint_.port, timeouts_.command.count(), suppressed_note(*suppressed));
+            }
         }
         record_failure();
         co_return std::nullopt;

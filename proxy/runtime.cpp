@@ -66,20 +66,22 @@ void Runtime::set_rules(std::shared_ptr<const cache_rules::RuleSet> rules) {
     rules_ = std::move(rules);
 }
 
-bool Runtime::reload_rules() {
+Runtime::ReloadResult Runtime::reload_rules() {
     if (config_.rules.file.empty()) {
         spdlog::warn("reload: no rules file is configured (rules.file); nothing to reload");
         counters_.reloads_failed++;
-        return false;
+        return {false, "no rules file is configured (rules.file)"};
     }
     auto loaded = cache_rules::load_rules_file(config_.rules.file);
     if (!loaded.ok()) {
+        std::string errors;
         for (const auto& error : loaded.errors) {
             spdlog::error("reload: {}", error.to_string());
+            errors += (errors.empty() ? "" : "\n") + error.to_string();
         }
         spdlog::error("reload: {} has errors; the rules in force are unchanged", config_.rules.file);
         counters_.reloads_failed++;
-        return false;
+        return {false, errors};
     }
     const auto cache_count = loaded.rules->cache_rules().size();
     const auto invalidate_count = loaded.rules->invalidate_rules().size();
@@ -87,7 +89,21 @@ bool Runtime::reload_rules() {
     counters_.reloads_ok++;
     spdlog::info("reload: {} loaded ({} cache rules, {} invalidate rules)", config_.rules.file, cache_count,
                  invalidate_count);
-    return true;
+    return {true, fmt::format("{}: {} cache rules, {} invalidate rules", config_.rules.file, cache_count,
+                              invalidate_count)};
+}
+
+std::string Runtime::redis_state() const {
+    if (!redis_endpoint_) {
+        return "not configured (caching off)";
+    }
+    if (const int open = counters_.redis_circuits_open.load(); open > 0) {
+        return "unavailable (circuit open on " + std::to_string(open) + " workers; reads go to PostgreSQL)";
+    }
+    if (invalidation_lost()) {
+        return "degraded (hits suspended until a lost invalidation is made good)";
+    }
+    return "ok";
 }
 
 bool Runtime::count_fallback(const std::string& rule, const std::string& table) {

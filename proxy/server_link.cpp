@@ -94,6 +94,29 @@ awaitable<ServerConnection> connect_to_server(const UpstreamConfig& config, Upst
     co_return ServerConnection{nullptr, "server " + describe(config) + " sent an invalid answer to SSLRequest"};
 }
 
+awaitable<std::string> probe_server(const UpstreamConfig& config) {
+    auto [ec, stream] = co_await open_tcp(config);
+    if (ec) {
+        co_return "cannot connect to " + describe(config) + ": " + ec.message();
+    }
+    // An answer to SSLRequest comes from the postmaster itself: a listening
+    // socket of a server that is shutting down or hung does not give one.
+    std::string request;
+    pgwire::encode(pgwire::StartupPacket{pgwire::SSLRequest{}}, request);
+    co_await stream->write(asio::buffer(request));
+    char answer = 0;
+    asio::steady_timer deadline(co_await asio::this_coro::executor, config.connect_timeout);
+    auto result = co_await (asio::async_read(stream->socket(), asio::buffer(&answer, 1), use_nothrow) ||
+                            deadline.async_wait(use_nothrow));
+    if (result.index() == 1) {
+        co_return describe(config) + " did not answer in time";
+    }
+    if (std::get<0>(std::get<0>(result)) || (answer != 'S' && answer != 'N')) {
+        co_return describe(config) + " did not answer like a PostgreSQL server";
+    }
+    co_return std::string{};
+}
+
 awaitable<void> send_cancel(const UpstreamConfig& config, std::int32_t pid, std::int32_t secret) {
     auto [ec, stream] = co_await open_tcp(config);
     if (ec) {

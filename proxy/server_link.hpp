@@ -23,6 +23,11 @@ struct ServerConnection {
 
 awaitable<ServerConnection> connect_to_server(const UpstreamConfig& config, UpstreamTls& tls);
 
+// Whether the server accepts connections: connects and asks for TLS, which
+// the postmaster answers without authentication. Returns empty when it
+// answered, else what went wrong.
+awaitable<std::string> probe_server(const UpstreamConfig& config);
+
 // Sends a CancelRequest for `pid`/`secret` on a fresh connection, as
 // PostgreSQL expects (no reply; the server closes the connection).
 awaitable<void> send_cancel(const UpstreamConfig& config, std::int32_t pid, std::int32_t secret);

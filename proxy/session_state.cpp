@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <utility>
 
 #include "cache_rules/hasher.hpp"
 
@@ -588,6 +589,20 @@ std::optional<std::string_view> SessionState::parameter(std::string_view name) c
         return std::nullopt;
     }
     return std::string_view(it->second);
+}
+
+void SessionState::tag_last(std::uint64_t tag, std::chrono::steady_clock::time_point at) {
+    if (!pending_.empty()) {
+        pending_.back().tag = tag;
+        pending_.back().tagged_at = at;
+    }
+}
+
+std::pair<std::uint64_t, std::chrono::steady_clock::time_point> SessionState::take_front_tag() {
+    if (pending_.empty() || pending_.front().tag == 0) {
+        return {0, {}};
+    }
+    return {std::exchange(pending_.front().tag, 0), pending_.front().tagged_at};
 }
 
 }  // namespace pgshelf::proxy

@@ -12,6 +12,7 @@
 // next Sync. See https://www.postgresql.org/docs/15/protocol-flow.html
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -75,6 +76,9 @@ public:
         bool injected = false;
         // Parse/Bind that redefined a statement/portal exactly as it was.
         bool unchanged = false;
+        // Set by the owner on requests it times (see tag_last); 0 = none.
+        std::uint64_t tag = 0;
+        std::chrono::steady_clock::time_point tagged_at{};
     };
 
     // ---- frontend (client → server), in the order sent
@@ -96,6 +100,12 @@ public:
     // The requests up to and including the next Sync were answered by
     // pgshelf itself (a cache hit): retire them as the server would have.
     void complete_locally();
+    // Marks the newest request so the owner can time its answer; the tag
+    // comes back from take_front_tag when that request is answered.
+    void tag_last(std::uint64_t tag, std::chrono::steady_clock::time_point at);
+    // The oldest request's tag, taken (0 when none): call before passing
+    // on the answer that completes it.
+    std::pair<std::uint64_t, std::chrono::steady_clock::time_point> take_front_tag();
     // Any other frontend message (Flush, CopyData, CopyDone, CopyFail,
     // Terminate, PasswordMessage) carries no reply of its own.
 

@@ -433,6 +433,10 @@ class Postgres(_ManagedProcess):
         # SIGINT is PostgreSQL's "fast" shutdown: roll back and disconnect sessions.
         self._terminate(signal.SIGINT, timeout)
 
+    def shut_down(self) -> None:
+        """Fast shutdown, keeping the data directory: ``start()`` brings the server back."""
+        self._shutdown()
+
     def restart(self) -> None:
         """Fast shutdown, then start again on the same port and data directory."""
         self._shutdown()

@@ -10,7 +10,8 @@
 - PostgreSQL restarted under open sessions: the clients get the server's
   error, pgshelf keeps running and new sessions work.
 - SIGTERM with a query running: new connections are refused, the query
-  completes with its result, pgshelf exits 0 within the shutdown timeout.
+  completes with its result, the session goes on serving until its client
+  leaves, then pgshelf exits 0 within the shutdown timeout.
 - SIGTERM with an idle session or one idle in a transaction that outlives
   the timeout: pgshelf exits 0 (bounded wait) and the server session ends.
 """
@@ -107,10 +108,21 @@ def test_sigterm_lets_running_query_finish(make_shelf, pg):
             with pytest.raises(psycopg2.OperationalError):
                 psycopg2.connect(shelf.dsn(), connect_timeout=5)
             assert future.result(timeout=SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S) == "completed"
+        # The session keeps serving during the drain: its application may
+        # still be finishing its own work.
+        assert fetch_one_on(conn, "SELECT 'still served'") == "still served"
+        assert shelf.alive()
+        conn.close()
         assert shelf.wait(SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S) == 0
     finally:
         conn.close()
     pg.wait_no_backends(f"application_name = '{app}'", 10)
+
+
+def fetch_one_on(conn, sql: str) -> object:
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetchone()[0]
 
 
 @pytest.mark.parametrize("in_transaction", [False, True], ids=["idle", "idle_in_transaction"])
