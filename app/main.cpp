@@ -72,6 +72,25 @@ ENVIRONMENT
     PGSHELF_LISTEN      host:port to accept clients on (default 127.0.0.1:6432)
     PGSHELF_UPSTREAM    PostgreSQL URL, e.g. postgres://db:5432?sslmode=require
     REDIS_URL           redis://[user:password@]host:port/db
+    PGSHELF_RULES       the rules file ([[cache]] and [[invalidate]] rules)
+    PGSHELF_ADMIN_LISTEN
+                        host:port of the HTTP admin port (default
+                        127.0.0.1:9930; "off" for none)
+    See docs/configuration.md for every setting.
+
+ADMINISTRATION
+    HTTP admin port: /metrics (Prometheus text format), /healthz (the
+    process is alive), /readyz (503 while PostgreSQL does not answer or
+    during a drain; Redis trouble is reported but keeps pgshelf ready).
+
+    SQL console: connect to the virtual database "pgshelf" through the
+    normal port, as a role listed in admin.console_users
+    (PGSHELF_ADMIN_CONSOLE_USERS), with that role's PostgreSQL password:
+        psql "postgresql://postgres@127.0.0.1:6432/pgshelf" -c "SHOW HELP"
+    Commands: SHOW RULES, SHOW STATS, SHOW CLIENTS, SHOW CONFIG,
+    SHOW QUERIES (frequent reads no rule caches, with a rule to paste),
+    INVALIDATE RULE name, INVALIDATE KEY 'key', RELOAD.
+    See docs/operations.md.
 
 SIGNALS
     SIGTERM, SIGINT     Drain: stop accepting, /readyz answers 503, open
@@ -82,8 +101,8 @@ SIGNALS
                         finish with the old rules, a bad file keeps them.
 
 EXIT STATUS
-    0 after a clean shutdown, 1 when the listen address cannot be used,
-    2 for configuration errors.
+    0 after a clean shutdown, 1 when the listen or admin address cannot be
+    used, 2 for configuration errors.
 )";
 
 // `pgshelf check FILE`: the same validation start-up does, without starting.

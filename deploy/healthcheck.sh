@@ -4,7 +4,11 @@
 # runtime image needs neither curl nor wget.
 set -euo pipefail
 path=${1:-/healthz}
-listen=${PGSHELF_ADMIN_LISTEN:?PGSHELF_ADMIN_LISTEN is not set: the admin port is off}
+listen=${PGSHELF_ADMIN_LISTEN:-127.0.0.1:9930}  # pgshelf's default
+if [[ $listen == off ]]; then
+  echo "healthcheck: the admin port is off (PGSHELF_ADMIN_LISTEN=off)" >&2
+  exit 1
+fi
 port=${listen##*:}
 host=${listen%:*}
 case $host in

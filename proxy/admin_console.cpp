@@ -105,8 +105,11 @@ std::string utc_text(std::chrono::system_clock::time_point at) {
     return buffer;
 }
 
-std::string_view transaction_state(char status) {
-    switch (status) {
+std::string_view client_state(const ClientInfo& client) {
+    if (client.active.load(std::memory_order_relaxed)) {
+        return "active";
+    }
+    switch (client.transaction_status.load(std::memory_order_relaxed)) {
         case 'T': return "idle in transaction";
         case 'E': return "idle in transaction (aborted)";
         default: return "idle";
@@ -738,7 +741,7 @@ ResultSet AdminConsole::show_clients() const {
     for (const auto& client : runtime_.clients().snapshot()) {
         const auto idle_ms = std::max<std::int64_t>(0, now_ms - client->last_active_ms.load());
         result.rows.push_back({text_of(client->id), client->user, client->database, client->peer,
-                               client->tls ? "t" : "f", std::string(transaction_state(client->transaction_status.load())),
+                               client->tls ? "t" : "f", std::string(client_state(*client)),
                                utc_text(client->connected_at), fmt::format("{:.3f}", idle_ms / 1000.0),
                                text_of(client->server_requests.load()), text_of(client->cache_hits.load())});
     }

@@ -27,6 +27,7 @@ CacheEngine::CacheEngine(asio::any_io_executor executor, Runtime& runtime)
     if (runtime_.redis_endpoint()) {
         redis_ = std::make_shared<RedisClient>(std::move(executor), *runtime_.redis_endpoint(),
                                                runtime_.redis_timeouts(), cache_scripts());
+        redis_->set_breaker_observer([this] { report_circuit(); });
         redis_->start();
     }
 }
@@ -54,13 +55,17 @@ awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(std::vect
     const auto started = std::chrono::steady_clock::now();
     auto replies = co_await redis_->execute(std::move(commands));
     runtime_.latencies().redis.observe(std::chrono::steady_clock::now() - started);
+    report_circuit();
+    co_return replies;
+}
+
+void CacheEngine::report_circuit() {
     // The breaker belongs to this worker; the process-wide gauge counts workers.
     const bool open = redis_->breaker_state() != CircuitBreaker::State::closed;
     if (open != circuit_reported_open_) {
         circuit_reported_open_ = open;
         runtime_.counters().redis_circuits_open += open ? 1 : -1;
     }
-    co_return replies;
 }
 
 awaitable<std::optional<LookupResult>> CacheEngine::read_entry(const EntryAddress& where) {

@@ -68,6 +68,7 @@ private:
     cache_rules::ShapeCache shapes_{10'000};
     std::string prefix_ = "pgshelf";
     std::string global_key_;
+    void report_circuit();
     bool circuit_reported_open_ = false;
 };
 

@@ -451,6 +451,7 @@ awaitable<void> ClientSession::client_to_server() {
                 note_end("server: " + write_ec.message());
                 co_return;
             }
+            note_server_busy();
         }
         client_in_.consume(pos);
         if (failed) {
@@ -470,6 +471,7 @@ awaitable<void> ClientSession::client_to_server() {
                     note_end("server: " + write_ec.message());
                     co_return;
                 }
+                note_server_busy();
             }
             read_needed = false;  // more frames may wait in the buffer
             continue;
@@ -482,6 +484,7 @@ awaitable<void> ClientSession::client_to_server() {
                     note_end("server: " + write_ec.message());
                     co_return;
                 }
+                note_server_busy();
             }
             batch_.reset();
             read_needed = false;
@@ -870,6 +873,7 @@ ClientSession::Action ClientSession::inspect_backend(char type, std::string_view
                 state_.on_ready_for_query(m.status);
                 if (info_) {
                     info_->transaction_status.store(m.status, std::memory_order_relaxed);
+                    info_->active.store(!state_.pending().empty(), std::memory_order_relaxed);
                     info_->server_requests.fetch_add(1, std::memory_order_relaxed);
                     info_->touch();
                 }
@@ -1239,6 +1243,13 @@ void ClientSession::note_end(std::string reason) {
     // The first cause wins; the other relay then only sees the cancellation.
     if (end_reason_.empty()) {
         end_reason_ = std::move(reason);
+    }
+}
+
+void ClientSession::note_server_busy() {
+    if (info_ && !state_.pending().empty()) {
+        info_->active.store(true, std::memory_order_relaxed);
+        info_->touch();
     }
 }
 

@@ -130,6 +130,8 @@ private:
 
     awaitable<void> send_client_error(std::string_view severity, std::string_view sqlstate, std::string_view message);
     bool idle() const;
+    // For SHOW CLIENTS: requests went to the server and are not answered yet.
+    void note_server_busy();
     void note_end(std::string reason);
     void close_all();
 

@@ -170,9 +170,9 @@ const std::vector<Setting>& settings() {
         {"redis", "command_timeout", "time a cache lookup may take before the query goes to PostgreSQL",
          duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.command_timeout; }),
          [](const Config& c) { return show_duration(c.redis.command_timeout); }, ""},
-        {"admin", "listen", "host:port of the HTTP admin port (/metrics, /healthz); empty = off",
+        {"admin", "listen", "host:port of the HTTP admin port (/metrics, /healthz, /readyz); \"off\" = none",
          [](Config& c, std::string_view v) -> std::string {
-             if (v.empty()) {
+             if (v.empty() || v == "off") {
                  c.admin.listen.clear();
                  return {};
              }
@@ -186,7 +186,7 @@ const std::vector<Setting>& settings() {
              c.admin.listen = std::string(v);
              return {};
          },
-         [](const Config& c) { return c.admin.listen; }, ""},
+         [](const Config& c) { return c.admin.listen.empty() ? std::string("off") : c.admin.listen; }, ""},
         {"admin", "console_users",
          "roles allowed to use the SQL admin console (comma-separated); empty = console off",
          [](Config& c, std::string_view v) -> std::string {
@@ -513,7 +513,7 @@ std::vector<std::pair<std::string, std::string>> effective_settings(const Config
     std::vector<std::pair<std::string, std::string>> out;
     for (const Setting& s : settings()) {
         std::string value = s.show(config);
-        if (s.section == "redis" && s.key == "url") {
+        if (s.key == "url") {
             // user:password@ → user:***@ : the console must not hand out secrets.
             if (const auto at = value.rfind('@'), scheme = value.find("://"); at != std::string::npos &&
                                                                             scheme != std::string::npos) {

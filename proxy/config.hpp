@@ -51,7 +51,9 @@ struct Config {
         std::chrono::milliseconds command_timeout{50};
     } redis;
     struct {
-        std::string listen;  // host:port of the HTTP admin port; empty = off
+        // host:port of the HTTP admin port; empty = off. On by default, on
+        // loopback only: probes and scrapers of a sidecar run on the host.
+        std::string listen = "127.0.0.1:9930";
         std::vector<std::string> console_users;  // roles allowed on the SQL console; empty = off
         std::string console_database = "pgshelf";
         std::string auth_database = "postgres";

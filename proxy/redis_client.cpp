@@ -109,6 +109,7 @@ void RedisClient::start() {
 
 void RedisClient::stop() {
     state_ = State::stopped;
+    breaker_observer_ = nullptr;
     reconnect_wakeup_.cancel();
     if (socket_) {
         error_code ignored;
@@ -181,6 +182,7 @@ awaitable<void> RedisClient::connection_loop() {
                              suppressed_note(*suppressed));
             }
             breaker_.failure(CircuitBreaker::clock::now());
+            notify_breaker();
             error_code ignored;
             socket_->close(ignored);
             state_ = State::disconnected;
@@ -188,6 +190,7 @@ awaitable<void> RedisClient::connection_loop() {
         }
         breaker_.success();
         state_ = State::ready;
+        notify_breaker();
         spdlog::info("redis {}:{} connected (db {})", endpoint_.host, endpoint_.port, endpoint_.database);
         co_await read_loop();
         if (state_ != State::stopped) {

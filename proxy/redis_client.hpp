@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -58,6 +59,10 @@ public:
 
     bool connected() const { return state_ == State::ready; }
     CircuitBreaker::State breaker_state() const { return breaker_.state(); }
+    // Called (on this client's executor) when a connection attempt changed
+    // the breaker, so that its state is reported without waiting for the
+    // next command: an idle instance must not look broken after recovery.
+    void set_breaker_observer(std::function<void()> observer) { breaker_observer_ = std::move(observer); }
     // SHA1 of each script passed to the constructor, once loaded.
     const std::vector<std::string>& script_shas() const { return script_shas_; }
 
@@ -72,6 +77,11 @@ private:
     };
 
     awaitable<void> connection_loop();
+    void notify_breaker() {
+        if (breaker_observer_) {
+            breaker_observer_();
+        }
+    }
     awaitable<bool> handshake();
     awaitable<void> read_loop();
     awaitable<void> flush();
@@ -84,6 +94,7 @@ private:
     std::vector<std::string> scripts_;
     std::vector<std::string> script_shas_;
     CircuitBreaker breaker_;
+    std::function<void()> breaker_observer_;
     State state_ = State::disconnected;
     std::unique_ptr<tcp::socket> socket_;
     std::unique_ptr<redisReader, void (*)(redisReader*)> reader_;

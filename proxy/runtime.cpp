@@ -48,7 +48,7 @@ Runtime::Runtime(Config config)
             }
             throw std::runtime_error(message);
         }
-        rules_ = loaded.rules;
+        set_rules(std::move(loaded.rules));
     }
 }
 
@@ -62,6 +62,13 @@ std::shared_ptr<const cache_rules::RuleSet> Runtime::rules() const {
 }
 
 void Runtime::set_rules(std::shared_ptr<const cache_rules::RuleSet> rules) {
+    // Every rule's series exist from the start, at 0: an alert on a rule's
+    // hit ratio must not see "no data" until its first request.
+    if (rules) {
+        for (const auto& rule : rules->cache_rules()) {
+            rule_stats_.get(rule.name);
+        }
+    }
     std::lock_guard lock(rules_mutex_);
     rules_ = std::move(rules);
 }

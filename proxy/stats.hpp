@@ -170,6 +170,7 @@ struct ClientInfo {
     bool tls = false;
     std::chrono::system_clock::time_point connected_at;
     std::atomic<char> transaction_status{'I'};  // from the last ReadyForQuery
+    std::atomic<bool> active{false};            // the server owes it an answer
     std::atomic<std::uint64_t> server_requests{0};  // answered by PostgreSQL (ReadyForQuery count)
     std::atomic<std::uint64_t> cache_hits{0};
     std::atomic<std::int64_t> last_active_ms{0};  // unix time, milliseconds

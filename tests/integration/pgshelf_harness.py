@@ -547,6 +547,8 @@ class PgShelf(_ManagedProcess):
             "PGSHELF_PROXY_WORKERS": str(workers),
             "PGSHELF_PROXY_SHUTDOWN_TIMEOUT": shutdown_timeout,
             "PGSHELF_LOG_LEVEL": log_level,
+            # Its own admin port: pgshelfs run side by side here.
+            "PGSHELF_ADMIN_LISTEN": f"{self.host}:{free_port()}",
         })
         if tls_cert:
             self.env.update(PGSHELF_TLS_CERT_FILE=str(tls_cert), PGSHELF_TLS_KEY_FILE=str(tls_key))

@@ -285,9 +285,10 @@ def test_redis_outage_is_counted_and_not_unready(pg, tmp_path):
                     read(conn, item)
                 before = scrape(shelf)
                 assert sample(before, "pgshelf_redis_circuit_open") == 0
+                log_before = len(shelf.log_path.read_text())
                 redis.kill()
                 # Reads go on, answered by PostgreSQL.
-                for _ in range(20):
+                for _ in range(200):
                     assert read(conn, 3) == "v3"
                 during = poll(lambda: (s := scrape(shelf)) and sample(s, "pgshelf_redis_circuit_open") > 0 and s,
                               10, "the circuit breaker to open")
@@ -295,14 +296,17 @@ def test_redis_outage_is_counted_and_not_unready(pg, tmp_path):
                 status, _, body = http_get(shelf, "/readyz")
                 assert status == 200, f"Redis down must not make pgshelf unready: {body}"
                 assert "redis: ok" not in body, body
+                # Warnings about Redis are rate-limited, not one per statement.
+                warnings = [line for line in shelf.log_path.read_text()[log_before:].splitlines()
+                            if "redis" in line and ("[warning]" in line or "[error]" in line)]
+                assert 1 <= len(warnings) <= 10, warnings
 
                 redis.start()
-
-                def closed():
-                    read(conn, 3)
-                    return sample(scrape(shelf), "pgshelf_redis_circuit_open") == 0
-
-                poll(closed, 20, "the circuit breaker to close after Redis came back", interval=0.2)
+                # Without traffic too: an idle instance must not stay "broken".
+                poll(lambda: sample(scrape(shelf), "pgshelf_redis_circuit_open") == 0, 20,
+                     "the circuit breakers to close after Redis came back", interval=0.2)
+                assert "redis: ok" in http_get(shelf, "/readyz")[2]
+                assert read(conn, 3) == "v3"
             finally:
                 conn.close()
     finally:
@@ -376,6 +380,18 @@ def test_console_show_clients_and_config(shelf, pg):
     poll(lambda: not [r for r in console(shelf, "SHOW CLIENTS") if r["user"] == "trust_user"], 10,
          "the closed client to leave SHOW CLIENTS")
 
+    # A statement running on the server: "active", then "idle" again.
+    busy = connect(shelf.dsn(user="md5_user", password=PASSWORDS["md5_user"]))
+    try:
+        sleeper = threading.Thread(target=query, args=(busy, "SELECT pg_sleep(1.5)"))
+        sleeper.start()
+        states = lambda: [r["state"] for r in console(shelf, "SHOW CLIENTS") if r["user"] == "md5_user"]  # noqa: E731
+        poll(lambda: states() == ["active"], 10, "SHOW CLIENTS to show the running statement as active")
+        sleeper.join(10)
+        assert states() == ["idle"]
+    finally:
+        busy.close()
+
     config = {row["setting"]: row["value"] for row in console(shelf, "SHOW CONFIG")}
     assert config["listen.address"] == f"127.0.0.1:{shelf.port}"
     assert config["admin.console_users"] == "postgres,scram_user"
@@ -440,6 +456,11 @@ ttl   = "60s"
         proc = psql(console_dsn(shelf), "RELOAD")
         assert proc.returncode == 0, proc.stderr
         assert "adm_label" in [row["rule"] for row in console(shelf, "SHOW RULES")]
+        # A new rule's series exist at 0 before its first request.
+        samples = scrape(shelf)
+        for outcome in ("hit", "miss"):
+            assert ("pgshelf_rule_requests_total", frozenset({"rule": "adm_label", "outcome": outcome}.items())) \
+                in samples, outcome
 
         ok_before = stats(shelf)["reloads_failed"]
         rules.write_text(original + '\n[[cache]]\nname = "broken"\nquery = "SELEC 1"\nkey = "b"\nttl = "1s"\n')

@@ -111,6 +111,17 @@ def test_help_names_both_tools():
     assert "--param VALUE   The value of the next parameter ($1 first), as text." in result.stdout
 
 
+def test_help_reads_like_a_man_page():
+    text = pgshelf("--help").stdout
+    sections = re.findall(r"^([A-Z][A-Z ]+)$", text, flags=re.MULTILINE)
+    assert sections == ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS", "ENVIRONMENT", "ADMINISTRATION",
+                        "SIGNALS", "EXIT STATUS"], sections
+    for command in ("SHOW RULES", "SHOW QUERIES", "INVALIDATE RULE", "INVALIDATE KEY", "RELOAD", "/readyz",
+                    "/metrics", "SIGHUP"):
+        assert command in text, command
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
 def test_unknown_argument():
     result = pgshelf("--frobnicate")
     assert result.returncode == 2

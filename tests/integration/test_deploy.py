@@ -87,7 +87,7 @@ def effective_settings(toml_text: str, env: dict[str, str]) -> dict[str, str]:
     conf = tomllib.loads(toml_text)
     table = {
         "listen": ("listen", "address", "127.0.0.1:6432", ["PGSHELF_LISTEN", "PGSHELF_LISTEN_ADDRESS"]),
-        "admin": ("admin", "listen", "", ["PGSHELF_ADMIN_LISTEN"]),
+        "admin": ("admin", "listen", "127.0.0.1:9930", ["PGSHELF_ADMIN_LISTEN"]),
         "shutdown_timeout": ("proxy", "shutdown_timeout", "30s", ["PGSHELF_PROXY_SHUTDOWN_TIMEOUT"]),
         "rules": ("rules", "file", "", ["PGSHELF_RULES", "PGSHELF_RULES_FILE"]),
         "upstream": ("upstream", "url", "postgres://127.0.0.1:5432", ["PGSHELF_UPSTREAM", "PGSHELF_UPSTREAM_URL"]),
@@ -314,7 +314,7 @@ def test_healthcheck_script_against_a_real_pgshelf(tmp_path: Path):
         wait_until(lambda: port_accepts(admin), 10)
         assert run() == 0, (tmp_path / "pgshelf.log").read_text()
         assert run("/no-such-page") != 0, "a 404 counted as healthy"
-        assert run(e={"PATH": env["PATH"]}) != 0, "healthy without PGSHELF_ADMIN_LISTEN"
+        assert run(e={"PATH": env["PATH"], "PGSHELF_ADMIN_LISTEN": "off"}) != 0, "healthy with the admin port off"
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0

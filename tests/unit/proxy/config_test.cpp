@@ -32,6 +32,37 @@ TEST(Config, DefaultsRunWithoutFileOrEnvironment) {
     EXPECT_EQ(result.config.upstream.sslmode, SslMode::prefer);
 }
 
+TEST(Config, AdminPortIsOnAndLoopbackOnlyByDefault) {
+    auto defaults = load_config(std::nullopt, {});
+    ASSERT_TRUE(defaults.ok());
+    EXPECT_EQ(defaults.config.admin.listen, "127.0.0.1:9930");
+    EXPECT_TRUE(defaults.config.admin.console_users.empty());  // the console is opt-in
+
+    auto off = load_config(std::nullopt, {{"PGSHELF_ADMIN_LISTEN", "off"}});
+    ASSERT_TRUE(off.ok());
+    EXPECT_TRUE(off.config.admin.listen.empty());
+
+    auto no_port = load_config(std::nullopt, {{"PGSHELF_ADMIN_LISTEN", "127.0.0.1"}});
+    EXPECT_FALSE(no_port.ok());
+}
+
+TEST(Config, ConsoleUsersAsListAndSecretsMaskedInEffectiveSettings) {
+    auto result = load_config(std::nullopt, {{"PGSHELF_ADMIN_CONSOLE_USERS", "ops, postgres"},
+                                             {"REDIS_URL", "redis://cache:s3cret@redis.internal:6379/0"},
+                                             {"PGSHELF_UPSTREAM", "postgres://app:s3cret@db:5432"}});
+    ASSERT_TRUE(result.ok()) << result.errors.front().to_string();
+    EXPECT_EQ(result.config.admin.console_users, (std::vector<std::string>{"ops", "postgres"}));
+    bool saw_redis = false;
+    for (const auto& [name, value] : effective_settings(result.config)) {
+        EXPECT_EQ(value.find("s3cret"), std::string::npos) << name;
+        if (name == "redis.url") {
+            saw_redis = true;
+            EXPECT_EQ(value, "redis://cache:***@redis.internal:6379/0");
+        }
+    }
+    EXPECT_TRUE(saw_redis);
+}
+
 TEST(Config, ShortEnvironmentForms) {
     auto result = load_config(std::nullopt, {{"PGSHELF_LISTEN", "0.0.0.0:7000"},
                                              {"PGSHELF_UPSTREAM", "postgres://u:p@db.internal:6543/app?sslmode=require"},
