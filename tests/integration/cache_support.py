@@ -28,7 +28,7 @@ from typing import Callable, Iterable, TypeVar
 import psycopg2
 import pytest
 
-from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, Redis, client_env, free_port
+from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, Redis, client_env
 
 T = TypeVar("T")
 
@@ -62,8 +62,8 @@ def start_shelf(pg: Postgres, redis: Redis, rules: Path, *, workers: int = 2, lo
 
 
 def start_shelf_pair(pg: Postgres, redis: Redis, rules: Path) -> tuple[PgShelf, PgShelf]:
-    """Two instances sharing ``redis``, as sidecars of two app instances; the first has an admin port."""
-    first = start_shelf(pg, redis, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    """Two instances sharing ``redis``, as sidecars of two app instances."""
+    first = start_shelf(pg, redis, rules)
     try:
         second = start_shelf(pg, redis, rules)
     except BaseException:

@@ -521,7 +521,8 @@ class PgShelf(_ManagedProcess):
     ``upstream`` is a ``Postgres`` (its port) or a full upstream URL;
     ``upstream_params`` become the URL's query (sslmode, sslrootcert, ...).
     ``tls_cert``/``tls_key`` turn on TLS to clients. ``env`` adds or
-    overrides PGSHELF_* variables. Ready when the listen port accepts.
+    overrides PGSHELF_* variables. Each pgshelf gets its own HTTP admin port
+    (``env["PGSHELF_ADMIN_LISTEN"]``). Ready when the listen port accepts.
     """
 
     name = "pgshelf"

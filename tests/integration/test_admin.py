@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_support import (connect, counter, poll, query, reaches_server, redis_server, served_from_cache,
                            start_shelf, wait_for_hit, write_rules)
-from pgshelf_harness import PG_BINDIR, PASSWORDS, PgShelf, Postgres, Redis, client_env, free_port
+from pgshelf_harness import PG_BINDIR, PASSWORDS, PgShelf, Postgres, Redis, client_env
 from test_deploy import ALLOWED_METRICS
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
@@ -61,11 +61,6 @@ keys  = ["adm:{id}"]
 CONSOLE_USERS = "postgres,scram_user"
 
 
-def start_admin_shelf(pg: Postgres, redis: Redis, rules, **env: str) -> PgShelf:
-    """A caching pgshelf with its HTTP admin port on a free loopback port."""
-    return start_shelf(pg, redis, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}", **env)
-
-
 @pytest.fixture(scope="module")
 def setup(pg, redis_server, tmp_path_factory):
     pg.psql("""
@@ -77,7 +72,7 @@ def setup(pg, redis_server, tmp_path_factory):
     """)
     directory = tmp_path_factory.mktemp("rules")
     rules = write_rules(directory, RULES)
-    shelf = start_admin_shelf(pg, redis_server, rules, PGSHELF_ADMIN_CONSOLE_USERS=CONSOLE_USERS)
+    shelf = start_shelf(pg, redis_server, rules, PGSHELF_ADMIN_CONSOLE_USERS=CONSOLE_USERS)
     yield shelf, rules
     assert shelf.alive(), shelf.log_tail()
     assert shelf.stop() == 0
@@ -278,7 +273,7 @@ def test_redis_outage_is_counted_and_not_unready(pg, tmp_path):
     redis = Redis()
     try:
         rules = write_rules(tmp_path, RULES)
-        with start_admin_shelf(pg, redis, rules) as shelf:
+        with start_shelf(pg, redis, rules) as shelf:
             conn = connect(shelf.dsn())
             try:
                 for item in range(1, 4):
@@ -317,7 +312,7 @@ def test_readyz_follows_postgres(tmp_path, redis_server):
     own_pg = Postgres()
     try:
         rules = write_rules(tmp_path, RULES)
-        with start_admin_shelf(own_pg, redis_server, rules) as shelf:
+        with start_shelf(own_pg, redis_server, rules) as shelf:
             assert http_get(shelf, "/readyz")[0] == 200
             own_pg.shut_down()
             status, _, body = http_get(shelf, "/readyz")
@@ -563,7 +558,7 @@ def test_show_queries_suggestion_makes_the_statement_hit(setup, counter):
 def test_sigterm_under_load_fails_no_begun_transaction(pg, redis_server, tmp_path):
     pg.psql("CREATE TABLE IF NOT EXISTS adm_load (worker int, n int, PRIMARY KEY (worker, n))")
     rules = write_rules(tmp_path, RULES)
-    shelf = start_admin_shelf(pg, redis_server, rules, PGSHELF_PROXY_SHUTDOWN_TIMEOUT="30s")
+    shelf = start_shelf(pg, redis_server, rules, PGSHELF_PROXY_SHUTDOWN_TIMEOUT="30s")
     workers = 6
     stop = threading.Event()
     signalled = threading.Event()

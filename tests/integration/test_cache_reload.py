@@ -14,7 +14,6 @@ import pytest
 
 from cache_support import (connect, counter, metric, poll, query, reaches_server, redis_server, served_from_cache,
                            start_shelf, wait_for_hit, write_rules)
-from pgshelf_harness import free_port
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
 
@@ -65,7 +64,7 @@ def setup(pg, redis_server, tmp_path_factory):
     """)
     directory = tmp_path_factory.mktemp("rules")
     rules = write_rules(directory, RULES_V)
-    shelf = start_shelf(pg, redis_server, rules, PGSHELF_ADMIN_LISTEN=f"127.0.0.1:{free_port()}")
+    shelf = start_shelf(pg, redis_server, rules)
     yield shelf, directory
     shelf.stop()
 
