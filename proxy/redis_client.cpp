@@ -258,8 +258,11 @@ awaitable<bool> RedisClient::handshake() {
             // A wrong password or a read-only replica: said once per interval,
             // not once per reconnection attempt of every worker.
             if (const auto suppressed = setup_errors.allow()) {
-                spdlog::error("redis {}:{}: {} failed: {}{}", endpoint_.host, endpoint_.port, command.front(),
-                              std::string(reply->str, reply->len), suppressed_note(*suppressed));
+                const std::string_view error(reply->str, reply->len);
+                const bool credentials = error.starts_with("WRONGPASS") || error.starts_with("NOAUTH");
+                spdlog::error("redis {}:{}: {} failed: {}{}{}", endpoint_.host, endpoint_.port, command.front(), error,
+                              credentials ? " (check the user and password in redis.url / REDIS_URL)" : "",
+                              suppressed_note(*suppressed));
             }
             co_return false;
         }
