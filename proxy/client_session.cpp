@@ -33,6 +33,7 @@ constexpr std::chrono::milliseconds coalesce_wait{500};
 // client connection attempt.
 SharedLogRateLimiter server_connect_warnings;
 SharedLogRateLimiter refusal_warnings;
+SharedLogRateLimiter unanalysed_notes;
 
 bool frontend_needs_inspection(char type) {
     switch (type) {
@@ -651,10 +652,14 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
         // A large message seen through its first bytes: only names matter.
         std::size_t offset = 0;
         if (type == 'Q') {
-            state_.on_query(body);
+            if (cache_active() && !forwarding_held_) {
+                note_unanalysed_write();
+            }
+            state_.on_query(body, false);
         } else if (type == 'P') {
             auto name = leading_cstring(body, offset);
-            state_.on_parse(name.value_or(""), {}, {}, false);
+            const std::string_view sql_prefix = offset <= body.size() ? body.substr(offset) : std::string_view{};
+            state_.on_parse(name.value_or(""), sql_prefix, {}, false);
         } else if (type == 'B') {
             auto portal = leading_cstring(body, offset);
             auto statement = leading_cstring(body, offset);
@@ -735,7 +740,9 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                 if (cache_active()) {
                     const Portal* portal = state_.portal(m.portal);
                     const PreparedStatement* statement = portal ? state_.statement(portal->statement) : nullptr;
-                    if (statement != nullptr && !statement->sql.empty()) {
+                    if (statement != nullptr && statement->unanalysed) {
+                        note_unanalysed_write();
+                    } else if (statement != nullptr && !statement->sql.empty()) {
                         static const std::vector<std::optional<std::string>> none;
                         if (auto plan = plan_sql(statement->sql, portal->parameters.value_or(none), portal->result_formats);
                             plan && plan->writes) {
@@ -960,6 +967,25 @@ std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
         plan.uncached_select = nullptr;  // points into `analysis`
     }
     return plan;
+}
+
+void ClientSession::note_unanalysed_write() {
+    // A statement above inspect_limit is streamed to the server unparsed:
+    // whatever it writes, no cached read may outlive it. Every rule is
+    // invalidated, as the table fallback would for each table it reads.
+    WritePlan plan;
+    for (const auto& rule : rules_->cache_rules()) {
+        plan.fallback_rules.push_back(rule.name);
+        plan.fallback_tables.emplace_back();  // no table to name or count
+    }
+    if (plan.empty()) {
+        return;
+    }
+    note_write(plan);
+    if (const auto suppressed = unanalysed_notes.allow()) {
+        spdlog::info("conn {} a statement too large to analyse (over {} bytes) invalidates every cache rule{}", id_,
+                     inspect_limit, suppressed_note(*suppressed));
+    }
 }
 
 void ClientSession::note_write(const WritePlan& plan) {

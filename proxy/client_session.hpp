@@ -110,6 +110,8 @@ private:
     std::optional<RequestPlan> plan_sql(std::string_view sql, const std::vector<std::optional<std::string>>& parameters,
                                         std::span<const std::int16_t> result_formats);
     void note_write(const WritePlan& plan);
+    // A statement too large to parse was sent: invalidate every rule.
+    void note_unanalysed_write();
     awaitable<bool> serve_query(const std::string& frame);
     awaitable<bool> serve_batch();
     // After a miss: coalesce with a miss already fetching the same entry

@@ -41,12 +41,12 @@ void SessionState::push(Pending p) {
     pending_.push_back(std::move(p));
 }
 
-void SessionState::on_query(std::string_view sql) {
+void SessionState::on_query(std::string_view sql, bool sql_complete) {
     if (skipping_to_sync_) {
         return;  // the server ignores everything up to Sync
     }
     Pending p{RequestKind::query};
-    attach_settings(p, sql, true);
+    attach_settings(p, sql, sql_complete);
     // A simple Query destroys the unnamed statement and the unnamed portal.
     if (auto it = statements_.find(""); it != statements_.end()) {
         p.previous_statement = std::make_unique<PreparedStatement>(std::move(it->second));
@@ -83,7 +83,7 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
     Pending analysis{RequestKind::execute};
     attach_settings(analysis, sql, sql_complete);
     statements_[p.name] = PreparedStatement{sql_complete ? std::string(sql) : std::string{}, param_types,
-                                            std::move(analysis.settings), analysis.settings_opaque};
+                                            std::move(analysis.settings), analysis.settings_opaque, !sql_complete};
     push(std::move(p));
 }
 

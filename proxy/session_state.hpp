@@ -34,6 +34,9 @@ struct PreparedStatement {
     // What executing it does to settings, analysed once at Parse.
     std::vector<cache_rules::SettingChange> settings;
     bool settings_opaque = false;
+    // Too large to analyse (only its prefix was seen): `sql` is empty and
+    // what it writes is unknown.
+    bool unanalysed = false;
     bool operator==(const PreparedStatement&) const = default;
 };
 
@@ -82,7 +85,8 @@ public:
     };
 
     // ---- frontend (client → server), in the order sent
-    void on_query(std::string_view sql);
+    // `sql_complete` false: only a prefix of a very large statement was seen.
+    void on_query(std::string_view sql, bool sql_complete = true);
     // `sql_complete` is false when the proxy only saw a prefix of a large message.
     void on_parse(std::string_view name, std::string_view sql, const std::vector<std::uint32_t>& param_types,
                   bool sql_complete = true);

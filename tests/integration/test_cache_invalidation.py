@@ -11,7 +11,9 @@ rule or the table fallback covers, and never older than its TTL:
 - transactions: other sessions see the old committed value until COMMIT
   and the new one as soon as COMMIT has returned; ROLLBACK leaves the
   cached value correct;
-- TTL: a write behind pgshelf's back shows once the entry's TTL ran out.
+- TTL: a write behind pgshelf's back shows once the entry's TTL ran out;
+- a write too large for pgshelf to analyse (over 1 MiB of SQL, simple or
+  extended protocol) invalidates every rule: its reads never outlive it.
 
 Every test first proves the entry is served from the cache
 (pg_stat_statements, or a write behind pgshelf's back that a cached read
@@ -173,6 +175,29 @@ def test_table_fallback_for_an_uncovered_write(sessions, counter, shelves):
     cached(counter, b, ACCOUNT, (5,), "account 5 again")
     query(a, "DELETE FROM inv_notes WHERE note = 'via A'")
     assert query(b, NOTES, (1,)) == before_1
+
+
+PADDING = "x" * (2 * 1024 * 1024)  # above pgshelf's 1 MiB analysis limit
+
+
+def test_write_too_large_to_analyse_invalidates_everything(shelves, sessions, counter):
+    direct, a, b = sessions
+    cached(counter, b, ACCOUNT, (40,), "account 40")
+    notes = cached(counter, b, NOTES, (3,), "notes of 3")
+    # Simple protocol: the 2 MiB literal is inlined by psycopg2.
+    query(a, "UPDATE inv_accounts SET balance = %s WHERE id = %s AND %s <> ''", (606, 40, PADDING))
+    assert balance(b, 40) == 606, "a read after a write pgshelf could not analyse served the old value"
+    assert query(b, NOTES, (3,)) == notes
+    # Extended protocol, a named statement whose text is above the limit.
+    cached(counter, b, ACCOUNT, (40,), "account 40 again")
+    with psycopg.connect(shelves[0].dsn(), autocommit=True) as bound:
+        bound.execute(f"UPDATE inv_accounts SET balance = %s WHERE id = %s AND '{PADDING}' <> ''", (607, 40),
+                      prepare=True)
+        assert balance(b, 40) == 607
+        cached(counter, b, ACCOUNT, (40,), "account 40 after the prepared write")
+        bound.execute(f"UPDATE inv_accounts SET balance = %s WHERE id = %s AND '{PADDING}' <> ''", (608, 40),
+                      prepare=True)
+        assert balance(b, 40) == 608, "the second execution of a prepared write pgshelf could not analyse"
 
 
 def test_writes_in_a_transaction_show_at_commit(pg, shelves, sessions, counter):

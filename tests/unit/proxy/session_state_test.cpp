@@ -242,6 +242,26 @@ TEST(SessionState, SetConfigMakesSettingsUncertain) {
     EXPECT_FALSE(s.settings_uncertain());
 }
 
+TEST(SessionState, PrefixOfAHugeStatementThatMayChangeSettingsMakesThemUncertain) {
+    SessionState s;
+    // Only the first bytes of a statement too large to analyse: a SET cut
+    // short must not parse as "no change".
+    s.on_query("SET search_path = 'aaaa", false);
+    s.on_command_complete("SET");
+    s.on_ready_for_query('I');
+    EXPECT_TRUE(s.settings_uncertain());
+}
+
+TEST(SessionState, HugeParsedStatementIsMarkedUnanalysed) {
+    SessionState s;
+    s.on_parse("big", "UPDATE t SET v = 'aaaa", {}, false);
+    s.on_parse("small", "SELECT 1", {});
+    ASSERT_NE(s.statement("big"), nullptr);
+    EXPECT_TRUE(s.statement("big")->unanalysed);
+    EXPECT_TRUE(s.statement("big")->sql.empty());
+    EXPECT_FALSE(s.statement("small")->unanalysed);
+}
+
 TEST(SessionState, ErrorInsideMultiStatementSetMakesSettingsUncertain) {
     SessionState s;
     s.on_query("SET search_path = a; SELECT 1/0");
