@@ -28,6 +28,7 @@ std::optional<KeyTemplate> parse_key_template(std::string_view text, TemplateErr
     KeyTemplate t;
     t.source = std::string(text);
     std::string literal;
+    bool seen_placeholder = false;
     auto flush = [&] {
         if (!literal.empty()) {
             t.parts.push_back({KeyTemplate::Part::Kind::text, std::move(literal), 0});
@@ -58,6 +59,15 @@ std::optional<KeyTemplate> parse_key_template(std::string_view text, TemplateErr
             return fail("unterminated placeholder", i);
         }
         const std::string_view name = text.substr(i + 1, close - i - 1);
+        // Values never contain a raw ':' (append_key_value encodes it), so a
+        // ':' between two placeholders marks where one value ends; "{a}-{b}"
+        // would render ("1-2", "3") and ("1", "2-3") as the same key.
+        if (seen_placeholder && literal.find(':') == std::string::npos) {
+            return fail("two placeholders without a ':' between them: different values could render the same key "
+                        "(write e.g. '{a}:{b}')",
+                        i);
+        }
+        seen_placeholder = true;
         flush();
         KeyTemplate::Part part;
         if (name == "db") {

@@ -32,6 +32,8 @@ struct TemplateError {
     std::size_t offset = 0;  // into the template text
 };
 
+// Rejects two placeholders without a ':' between them: values never
+// contain a raw ':', so with one the rendering is injective.
 std::optional<KeyTemplate> parse_key_template(std::string_view text, TemplateError* error = nullptr);
 
 // Appends a value to a key so that different values never render alike:

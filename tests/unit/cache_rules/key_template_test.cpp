@@ -38,6 +38,19 @@ TEST(KeyTemplate, Errors) {
     EXPECT_FALSE(parse_key_template("", &e));
 }
 
+TEST(KeyTemplate, PlaceholdersNeedAColonBetweenThem) {
+    TemplateError e;
+    // ("1-2", "3") and ("1", "2-3") would render alike.
+    EXPECT_FALSE(parse_key_template("u-{$1}-{$2}", &e));
+    EXPECT_EQ(e.offset, 7u);
+    EXPECT_NE(e.message.find("':'"), std::string::npos);
+    EXPECT_FALSE(parse_key_template("{a}{b}", &e));
+    EXPECT_FALSE(parse_key_template("{db}.{role}", &e));
+    EXPECT_TRUE(parse_key_template("u-{$1}:{$2}-x"));
+    EXPECT_TRUE(parse_key_template("{a}:-{b}:{db}"));
+    EXPECT_TRUE(parse_key_template("prefix-{a}-suffix"));  // one value between fixed texts
+}
+
 TEST(KeyTemplate, ValueEscaping) {
     std::string out;
     append_key_value(out, std::string_view("a:b{c}%d\\e f"));
