@@ -66,6 +66,25 @@ bool is_cacheable_builtin(std::string_view name) {
            sorted_contains(stable_builtins, name);
 }
 
+bool leaves_settings_alone(std::string_view name) {
+    if (name.starts_with("pg_catalog.")) {
+        name.remove_prefix(11);
+    } else if (name.find('.') != std::string_view::npos) {
+        return false;  // another schema: a user or extension function
+    }
+    // Volatile builtins applications call in ordinary statements; none of
+    // them touches settings. (set_config() is the settings tracker's.)
+    static constexpr std::string_view volatile_builtins[] = {
+        "clock_timestamp", "currval", "gen_random_uuid", "lastval", "nextval", "pg_advisory_lock",
+        "pg_advisory_unlock", "pg_advisory_unlock_all", "pg_advisory_xact_lock", "pg_backend_pid",
+        "pg_cancel_backend", "pg_current_xact_id", "pg_notify", "pg_sleep", "pg_sleep_for", "pg_sleep_until",
+        "pg_terminate_backend", "pg_try_advisory_lock", "pg_try_advisory_xact_lock", "random", "set_config",
+        "setseed", "setval", "timeofday", "txid_current",
+    };
+    return sorted_contains(immutable_builtins, name) || sorted_contains(stable_builtins, name) ||
+           std::find(std::begin(volatile_builtins), std::end(volatile_builtins), name) != std::end(volatile_builtins);
+}
+
 Verdict statement_verdict(const StatementShape& shape, const VerdictOptions& options) {
     if (shape.kind != StatementKind::select) {
         return {BypassReason::not_select, std::string(to_string(shape.kind))};

@@ -47,4 +47,11 @@ Verdict statement_verdict(const StatementShape& shape, const VerdictOptions& opt
 // arguments and on settings that are part of every cache key.
 bool is_cacheable_builtin(std::string_view function_name);
 
+// True for functions known not to change session settings: pg_catalog's
+// immutable and stable ones and a list of common volatile ones (random(),
+// nextval(), pg_advisory_lock(), ...). A function outside pg_catalog may
+// call set_config() (a "set tenant" helper for row-level security), which
+// the settings tracker cannot see.
+bool leaves_settings_alone(std::string_view function_name);
+
 }  // namespace pgshelf::cache_rules

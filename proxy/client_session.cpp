@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cache_rules/cacheability.hpp"
 #include "pgwire/value_text.hpp"
 #include "proxy/admin_console.hpp"
 #include "proxy/cache_engine.hpp"
@@ -947,6 +948,20 @@ std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
         return std::nullopt;
     }
     auto analysis = cache_->shapes().get(sql);
+    if (!state_.settings_uncertain()) {
+        for (const auto& statement : analysis->statements) {
+            const auto& calls = statement.functions;
+            if (auto it = std::find_if(calls.begin(), calls.end(),
+                                       [](const std::string& f) { return !cache_rules::leaves_settings_alone(f); });
+                it != calls.end()) {
+                // Entries stored under the old namespace would reach sessions
+                // with other settings (e.g. another tenant under RLS).
+                spdlog::debug("conn {} calls {}(), which may change settings: no more hits in this session", id_, *it);
+                state_.mark_settings_uncertain();
+                break;
+            }
+        }
+    }
     auto plan = plan_request(*rules_, *analysis, parameters, result_formats, session_facts());
     for (auto& table : plan.temp_tables_created) {
         temp_tables_.push_back(std::move(table));

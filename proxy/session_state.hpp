@@ -163,6 +163,9 @@ public:
     // parameters, reported parameters, and settings changed by SET.
     std::uint64_t settings_fingerprint() const;
     void clear_settings_uncertain() { settings_uncertain_ = false; }
+    // A statement may change settings by a way the tracker cannot see (a
+    // user function that calls set_config()).
+    void mark_settings_uncertain() { settings_uncertain_ = true; }
     // Requests answered in an order the tracker did not expect; the
     // tracker resynchronises at the next ReadyForQuery.
     std::uint64_t desyncs() const { return desyncs_; }

@@ -1,9 +1,13 @@
 #!/usr/bin/python3
-"""Writes the pgwire fuzz seed corpus: realistic PostgreSQL v3 message
-sequences, one small binary file each.
+"""Writes the fuzz seed corpus, one small file each.
 
-corpus/frontend/*: what a client sends (startup packet, then typed frames).
-corpus/backend/*:  what a server sends (typed frames).
+corpus/frontend/*:     realistic PostgreSQL v3 message sequences a client
+                       sends (startup packet, then typed frames).
+corpus/backend/*:      the same for a server (typed frames).
+corpus/rules/*:        rules files (TOML) that load and that do not: the
+                       repository's examples and the unit tests' cases.
+corpus/key_template/*: a key template, then the database, the role and slot
+                       values, one per line (see fuzz_key_template.cpp).
 Wire format: https://www.postgresql.org/docs/15/protocol-message-formats.html
 
 Usage: tests/fuzz/make_corpus.py [output-dir]   (default: tests/fuzz/corpus)
@@ -228,9 +232,143 @@ def backend_corpus():
     return c
 
 
+# ---------------------------------------------------------------- rules
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def repo_file(path):
+    with open(os.path.join(ROOT, path), "rb") as f:
+        return f.read()
+
+
+def cache_rule(name, query, key, ttl='"60s"', extra=""):
+    return ('[[cache]]\nname  = "%s"\nquery = "%s"\nkey   = "%s"\nttl   = %s\n%s\n' %
+            (name, query, key, ttl, extra)).encode()
+
+
+def invalidate_rule(name, query, keys):
+    return ('[[invalidate]]\nname  = "%s"\nquery = "%s"\nkeys  = [%s]\n\n' %
+            (name, query, ", ".join('"%s"' % k for k in keys))).encode()
+
+
+USER_VARIABLES = cache_rule("user_variables",
+                            "SELECT key, value FROM user_variables WHERE user_id = $1 AND project_id = $2",
+                            "user:{user_id}:{project_id}:variables", '"120s"')
+
+
+def rules_corpus():
+    c = {}
+    # The repository's own files.
+    c["telegram_bot"] = repo_file("examples/telegram-bot/rules.toml")
+    c["deploy_rules_comments_only"] = repo_file("deploy/rules.toml")
+    c["deploy_settings_no_rules"] = repo_file("deploy/pgshelf.toml")
+    c["empty"] = b""
+    # Files that load.
+    c["cache_and_invalidate"] = (
+        USER_VARIABLES +
+        cache_rule("waiting_execution",
+                   "SELECT id, state FROM workflow_executions WHERE project_id = $1 AND chat_id = $2 "
+                   "AND status = 'waiting' AND wait_type = $3",
+                   "workflow:execution:waiting:{$1}:{$2}:{wait_type}", '"5m"') +
+        invalidate_rule("variables_changed",
+                        "UPDATE user_variables SET value = $1 WHERE user_id = $2 AND project_id = $3 AND key = $4",
+                        ["user:{user_id}:{project_id}:variables"]))
+    c["db_role_integer_ttl"] = cache_rule("per_role", "SELECT * FROM t WHERE id = $1", "{db}:{role}:t:{$1}", "10")
+    c["all_settings"] = cache_rule("clock", "SELECT now(), name FROM app.settings WHERE id = $1", "clock:{id}",
+                                   '"1s"', 'allow_volatile = true\nshare_across_roles = true\n'
+                                   'max_entry_size = "64kB"\n')
+    c["literals_null_and_shared_parameter"] = cache_rule(
+        "open_orders", "SELECT id FROM orders WHERE (buyer = $1 OR seller = $1) AND status = 'open' "
+        "AND deleted_at IS NULL AND region = 3 LIMIT 10", "orders:{$1}:open", '"2m"',
+        "max_entry_size = 4096\n")
+    c["literal_and_parameter_rules"] = (
+        cache_rule("fixed_project", "SELECT * FROM items WHERE project_id = 7 AND id = $1", "items:7:{id}") +
+        cache_rule("any_project", "SELECT * FROM items WHERE project_id = $1 AND id = $2",
+                   "items:{project_id}:{id}") +
+        invalidate_rule("item_deleted", "DELETE FROM items WHERE project_id = $1 AND id = $2",
+                        ["items:{project_id}:{id}", "items:{$1}:{$2}"]))
+    c["multiline_and_literal_strings"] = (
+        b"[[cache]]\nname = 'report'\nquery = '''\nSELECT r.id, sum(l.amount)\n  FROM reports r\n"
+        b"  JOIN lines l ON l.report_id = r.id\n WHERE r.owner = $1\n GROUP BY r.id\n'''\n"
+        b"key = 'report:{owner}:{{sum}}'\nttl = \"1h\"\n")
+    c["inline_tables"] = (
+        b'cache = [{name = "a", query = "SELECT a FROM t WHERE id = $1", key = "a:{$1}", ttl = "1s"}]\n'
+        b'invalidate = [{name = "b", query = "UPDATE t SET a = 1 WHERE id = $1", keys = ["a:{id}"]}]\n')
+    c["with_proxy_settings"] = (b'[listen]\naddress = "127.0.0.1:6432"\n\n[rules]\nfile = "rules.toml"\n\n' +
+                                USER_VARIABLES)
+    c["insert_upsert_invalidate"] = (
+        USER_VARIABLES +
+        invalidate_rule("variable_upserted",
+                        "INSERT INTO user_variables (user_id, project_id, key, value) VALUES ($1, $2, $3, $4) "
+                        "ON CONFLICT (user_id, project_id, key) DO UPDATE SET value = EXCLUDED.value",
+                        ["user:{user_id}:{project_id}:variables"]))
+    # Files with errors: the cases of tests/unit/cache_rules/rules_test.cpp and a few more.
+    c["error_sql_syntax"] = cache_rule("a", "SELEC * FROM t", "k", '"1s"')
+    c["error_not_a_read"] = cache_rule("a", "DELETE FROM t", "k", '"1s"')
+    c["error_for_update"] = cache_rule("a", "SELECT * FROM t WHERE id = $1 FOR UPDATE", "{$1}", '"1s"')
+    c["error_volatile"] = cache_rule("a", "SELECT now()", "k", '"1s"')
+    c["error_unknown_parameter"] = cache_rule("a", "SELECT * FROM t WHERE id = $1", "t:{$2}", '"1s"')
+    c["error_unknown_column"] = cache_rule("a", "SELECT * FROM t WHERE id = $1", "t:{user_id}", '"1s"')
+    c["error_ambiguous_column"] = cache_rule("a", "SELECT * FROM t WHERE id = $1 OR id = $2", "t:{id}", '"1s"')
+    c["error_parameter_missing_from_key"] = cache_rule("a", "SELECT * FROM t WHERE id = $1 AND p = $2", "t:{id}",
+                                                       '"1s"')
+    c["error_bad_ttl"] = cache_rule("a", "SELECT 1", "k", '"soon"')
+    c["error_negative_ttl"] = cache_rule("a", "SELECT 1", "k", "-5")
+    c["error_bad_max_entry_size"] = cache_rule("a", "SELECT 1", "k", '"1s"', 'max_entry_size = "lots"\n')
+    c["error_missing_ttl"] = b'[[cache]]\nname = "a"\nquery = "SELECT 1"\nkey = "k"\n'
+    c["error_missing_query_and_key"] = b'[[cache]]\nname = "a"\nttl = 1\n[[invalidate]]\nname = "b"\n'
+    c["error_bad_name"] = cache_rule("a b", "SELECT 1", "k", "1")
+    c["error_unknown_setting"] = b'[[cache]]\nname = "a"\nquery = "SELECT 1"\nkey = "k"\nttl = 1\ntll = 2\n'
+    c["error_duplicate"] = cache_rule("a", "SELECT 1", "k", "1") + cache_rule("a", "SELECT 2", "j", "1")
+    c["error_same_query"] = cache_rule("a", "SELECT 1", "k", "1") + cache_rule("b", "select  1", "j", "1")
+    c["error_invalidate_read"] = invalidate_rule("i", "SELECT 1", ["k"])
+    c["error_invalidate_orphan_key"] = (cache_rule("a", "SELECT 1", "k", "1") +
+                                        invalidate_rule("i", "DELETE FROM t WHERE id = $1", ["other:{id}"]))
+    c["error_invalidate_keys_not_strings"] = b'[[invalidate]]\nname = "i"\nquery = "DELETE FROM t"\nkeys = [1, []]\n'
+    c["error_bad_template"] = cache_rule("a", "SELECT 1", "k{", "1")
+    c["error_toml_syntax"] = b'[[cache]]\nname = "a\nquery = 1\n'
+    c["error_not_arrays_of_tables"] = b'cache = 1\ninvalidate = [1, "x"]\n'
+    c["error_cache_table"] = b'[cache]\nname = "a"\n'
+    c["error_two_statements"] = cache_rule("a", "SELECT 1; SELECT 2", "k", "1")
+    return c
+
+
+# ---------------------------------------------------------------- key templates
+
+def key_template_case(template, database="shop", role="app", values=()):
+    return "\n".join([template, database, role] + list(values)).encode()
+
+
+def key_template_corpus():
+    c = {}
+    c["columns"] = key_template_case("user:{user_id}:{project_id}:variables", values=["42", "7"])
+    c["parameters_and_column"] = key_template_case("workflow:execution:waiting:{$1}:{$2}:{wait_type}",
+                                                   values=["3", "99", "message"])
+    c["db_role"] = key_template_case("{db}:{role}:t:{$1}", "bot", "app", ["5"])
+    c["escaped_braces"] = key_template_case("a{{b}}c:{$1}", values=["x"])
+    c["values_to_escape"] = key_template_case("k:{$1}:{$2}:{$3}:{$4}",
+                                              values=["a:b{c}%d\\e f", "\\N", "", "\x01\x7f\u00fc"])
+    c["same_column_twice"] = key_template_case("{id}-{id}-{$1}", values=["1", "2"])
+    c["large_parameter"] = key_template_case("p:{$2147483647}:{$10}", values=["a", "b", "c"])
+    c["text_only"] = key_template_case("static:key")
+    c["no_values"] = key_template_case("{$3}{col}", "", "")
+    c["template_only"] = b"user:{$1}"
+    c["error_unterminated"] = key_template_case("a{b")
+    c["error_unmatched_close"] = key_template_case("a}b")
+    c["error_parameter_zero"] = key_template_case("{$0}")
+    c["error_parameter_not_number"] = key_template_case("{$x}")
+    c["error_parameter_overflow"] = key_template_case("{$99999999999}")
+    c["error_bad_column"] = key_template_case("{a-b}")
+    c["error_empty_placeholder"] = key_template_case("x{}y")
+    c["error_empty"] = key_template_case("")
+    return c
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
-    for direction, corpus in (("frontend", frontend_corpus()), ("backend", backend_corpus())):
+    for direction, corpus in (("frontend", frontend_corpus()), ("backend", backend_corpus()),
+                              ("rules", rules_corpus()), ("key_template", key_template_corpus())):
         d = os.path.join(out_dir, direction)
         os.makedirs(d, exist_ok=True)
         for name, data in sorted(corpus.items()):

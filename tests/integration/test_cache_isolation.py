@@ -14,7 +14,11 @@ settings that change results, so:
 - sessions with different search_path (SET search_path; the startup
   option ``-csearch_path=...``) over two schemas with same-named tables
   never share an entry;
-- different databases never share an entry.
+- different databases never share an entry;
+- tenants under row-level security chosen by a setting that a user
+  function sets (set_config() inside it, out of pgshelf's sight): a session
+  that called such a function gets no hits, so two tenants of one role
+  never see each other's rows.
 
 Each check first makes the "other" entry a proven cache hit, then asserts
 the isolated session gets exactly what PostgreSQL gives it directly.
@@ -46,6 +50,12 @@ ttl   = "120s"
 name  = "values"
 query = "SELECT id, at, data, ratio, span FROM iso_values WHERE id = $1"
 key   = "values:{id}"
+ttl   = "120s"
+
+[[cache]]
+name  = "tenant_docs"
+query = "SELECT id, body FROM iso_tenant_docs WHERE id > $1 ORDER BY id"
+key   = "tenant_docs:{$1}"
 ttl   = "120s"
 
 [[cache]]
@@ -89,6 +99,14 @@ def ishelf(pg, redis_server, tmp_path_factory):
         CREATE TABLE iso_values (id int PRIMARY KEY, at timestamptz, data bytea, ratio float8, span interval);
         INSERT INTO iso_values VALUES (1, '2026-03-01 12:00:00+00', '\\x00ff41', 1.0 / 3, '1 day 02:03:04');
         GRANT SELECT ON iso_values TO alice, bob;
+        CREATE TABLE iso_tenant_docs (id int PRIMARY KEY, tenant int NOT NULL, body text);
+        INSERT INTO iso_tenant_docs VALUES (1, 1, 'tenant 1 doc'), (2, 2, 'tenant 2 doc');
+        ALTER TABLE iso_tenant_docs ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY by_tenant ON iso_tenant_docs
+            USING (tenant = nullif(current_setting('app.tenant', true), '')::int);
+        GRANT SELECT ON iso_tenant_docs TO alice;
+        CREATE FUNCTION set_tenant(t int) RETURNS void LANGUAGE sql
+            AS $$ SELECT set_config('app.tenant', t::text, false) $$;
         CREATE DATABASE iso_a;
         CREATE DATABASE iso_b;
     """)
@@ -313,3 +331,27 @@ def test_databases_never_share(pg, ishelf, counter):
     finally:
         a.close()
         b.close()
+
+
+TENANT_DOCS = "SELECT id, body FROM iso_tenant_docs WHERE id > %s ORDER BY id"
+
+
+def test_tenant_chosen_by_a_function_never_sees_another_tenants_rows(pg, ishelf, counter):
+    expected = {t: rows_of(pg.dsn("alice"), TENANT_DOCS, (0,), setup=f"SELECT set_tenant({t})") for t in (1, 2)}
+    assert expected == {1: [(1, "tenant 1 doc")], 2: [(2, "tenant 2 doc")]}
+    # A session that never calls the function caches (no tenant: no rows).
+    plain = connect(ishelf.dsn("alice"))
+    try:
+        assert wait_for_hit(counter, "%iso_tenant_docs%", lambda: query(plain, TENANT_DOCS, (0,)), "no tenant") == []
+    finally:
+        plain.close()
+    tenants = {t: connect(ishelf.dsn("alice")) for t in (1, 2)}
+    try:
+        for t, conn in tenants.items():
+            query(conn, f"SELECT set_tenant({t})")
+        for _ in range(5):
+            for t, conn in tenants.items():
+                assert query(conn, TENANT_DOCS, (0,)) == expected[t], f"tenant {t} got another tenant's cached rows"
+    finally:
+        for conn in tenants.values():
+            conn.close()

@@ -58,3 +58,20 @@ TEST(Cacheability, DetailNamesTheFunction) {
 
 }  // namespace
 }  // namespace pgshelf::cache_rules
+
+namespace pgshelf::cache_rules {
+namespace {
+
+TEST(LeavesSettingsAlone, BuiltinsYesUserFunctionsNo) {
+    EXPECT_TRUE(leaves_settings_alone("lower"));
+    EXPECT_TRUE(leaves_settings_alone("pg_catalog.now"));
+    EXPECT_TRUE(leaves_settings_alone("nextval"));
+    EXPECT_TRUE(leaves_settings_alone("gen_random_uuid"));
+    EXPECT_TRUE(leaves_settings_alone("random"));
+    EXPECT_FALSE(leaves_settings_alone("set_tenant"));
+    EXPECT_FALSE(leaves_settings_alone("app.set_tenant"));
+    EXPECT_FALSE(leaves_settings_alone("public.lower"));
+}
+
+}  // namespace
+}  // namespace pgshelf::cache_rules
