@@ -36,7 +36,9 @@ struct Config {
     } tls;
     struct {
         unsigned workers = 0;  // 0 = one per core
-        std::chrono::milliseconds startup_timeout{10'000};
+        // PostgreSQL's authentication_timeout and PgBouncer's client_login_timeout
+        // are 60 s too: a server busy forking hundreds of backends is slow.
+        std::chrono::milliseconds startup_timeout{60'000};
         std::chrono::milliseconds shutdown_timeout{30'000};
         std::uint64_t max_message_size = 1ull << 30;
         unsigned max_connections = 10'000;
