@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "cache_rules/cacheability.hpp"
 #include "cache_rules/statement_shape.hpp"
 
 namespace pgshelf::cache_rules {
@@ -17,7 +18,21 @@ namespace pgshelf::cache_rules {
 struct StatementAnalysis {
     bool parsed = false;
     std::vector<StatementShape> statements;
+    // The first function called that may change session settings (one
+    // outside pg_catalog could call set_config()); empty when none.
+    std::string settings_changing_call;
 };
+
+inline std::string first_settings_changing_call(const std::vector<StatementShape>& statements) {
+    for (const auto& statement : statements) {
+        for (const auto& function : statement.functions) {
+            if (!leaves_settings_alone(function)) {
+                return function;
+            }
+        }
+    }
+    return {};
+}
 
 class ShapeCache {
 public:
@@ -33,6 +48,7 @@ public:
         if (auto shapes = analyze_statements(sql)) {
             analysis->parsed = true;
             analysis->statements = std::move(*shapes);
+            analysis->settings_changing_call = first_settings_changing_call(analysis->statements);
         }
         order_.push_front(Item{std::string(sql), analysis});
         index_.emplace(order_.front().sql, order_.begin());

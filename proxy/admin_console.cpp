@@ -770,16 +770,20 @@ ResultSet AdminConsole::show_queries() const {
             }
         }
         auto suggestion = cache_rules::suggest_cache_rule(entry.sql);
-        // The derived name may be taken by a rule for another statement.
-        for (int n = 2; suggestion.toml && rules && n < 100; ++n) {
+        // The derived name may be taken by a rule for another statement:
+        // pick the first free name_N, then build the suggestion once more.
+        if (suggestion.toml && rules) {
             const auto& taken = rules->cache_rules();
-            const bool clash = std::any_of(taken.begin(), taken.end(),
-                                           [&](const auto& rule) { return rule.name == suggestion.name; });
-            if (!clash) {
-                break;
+            auto is_taken = [&](const std::string& name) {
+                return std::any_of(taken.begin(), taken.end(), [&](const auto& rule) { return rule.name == name; });
+            };
+            if (is_taken(suggestion.name)) {
+                std::string name;
+                for (int n = 2; name.empty() || is_taken(name); ++n) {
+                    name = fmt::format("{}_{}", suggestion.name, n);
+                }
+                suggestion = cache_rules::suggest_cache_rule(entry.sql, name);
             }
-            const std::string base = cache_rules::suggest_cache_rule(entry.sql).name;
-            suggestion = cache_rules::suggest_cache_rule(entry.sql, fmt::format("{}_{}", base, n));
         }
         std::optional<std::string> mean_ms;
         std::optional<std::string> total_ms;

@@ -3,7 +3,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "cache_rules/cacheability.hpp"
 #include "pgwire/value_text.hpp"
 #include "proxy/admin_console.hpp"
 #include "proxy/cache_engine.hpp"
@@ -165,12 +164,7 @@ awaitable<void> ClientSession::run() {
         } else {
             note_end("admin console authentication failed");
         }
-        close_all();
-        const auto elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-        spdlog::info("conn {} closed after {:.3f}s: {}", id_, elapsed, end_reason_);
-        co_return;
-    }
-    if (co_await open_server()) {
+    } else if (co_await open_server()) {
         phase_ = Phase::authenticating;
         co_await (client_to_server() || server_to_client());
     }
@@ -948,19 +942,12 @@ std::optional<RequestPlan> ClientSession::plan_sql(std::string_view sql,
         return std::nullopt;
     }
     auto analysis = cache_->shapes().get(sql);
-    if (!state_.settings_uncertain()) {
-        for (const auto& statement : analysis->statements) {
-            const auto& calls = statement.functions;
-            if (auto it = std::find_if(calls.begin(), calls.end(),
-                                       [](const std::string& f) { return !cache_rules::leaves_settings_alone(f); });
-                it != calls.end()) {
-                // Entries stored under the old namespace would reach sessions
-                // with other settings (e.g. another tenant under RLS).
-                spdlog::debug("conn {} calls {}(), which may change settings: no more hits in this session", id_, *it);
-                state_.mark_settings_uncertain();
-                break;
-            }
-        }
+    if (!analysis->settings_changing_call.empty() && !state_.settings_uncertain()) {
+        // Entries stored under the old namespace would reach sessions with
+        // other settings (e.g. another tenant under row-level security).
+        spdlog::debug("conn {} calls {}(), which may change settings: no more hits in this session", id_,
+                      analysis->settings_changing_call);
+        state_.mark_settings_uncertain();
     }
     auto plan = plan_request(*rules_, *analysis, parameters, result_formats, session_facts());
     for (auto& table : plan.temp_tables_created) {

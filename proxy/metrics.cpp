@@ -121,7 +121,7 @@ std::string render_metrics(const Runtime& runtime) {
     families.push_back(std::move(rule_stores));
     families.push_back(std::move(rule_invalidations));
 
-    auto& latencies = const_cast<Runtime&>(runtime).latencies();
+    const auto& latencies = runtime.latencies();
     families.push_back(histogram("pgshelf_cache_hit_duration_seconds",
                                  "Time from a request's arrival to its answer from the cache", latencies.hit));
     families.push_back(histogram("pgshelf_cache_miss_duration_seconds",

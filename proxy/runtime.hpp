@@ -68,6 +68,7 @@ public:
     Inflight& inflight() { return inflight_; }
     Counters& counters() { return counters_; }
     Latencies& latencies() { return latencies_; }
+    const Latencies& latencies() const { return latencies_; }
     RuleStats& rule_stats(std::string_view rule) { return rule_stats_.get(rule); }
     const RuleStatsRegistry& rule_stats() const { return rule_stats_; }
     UncachedReadLog& uncached_reads() { return uncached_reads_; }
