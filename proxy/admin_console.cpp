@@ -707,6 +707,7 @@ ResultSet AdminConsole::show_stats() const {
     count("cache_misses", misses);
     add("cache_hit_ratio", ratio_text(hits, hits + misses));
     count("cache_misses_coalesced", c.coalesced.load());
+    count("cache_fetch_waits", c.fetch_waits.load());
     for (std::size_t i = 1; i < cache_rules::bypass_reason_count; ++i) {
         count(fmt::format("bypass_{}", cache_rules::to_string(static_cast<cache_rules::BypassReason>(i))),
               c.bypasses[i].load());

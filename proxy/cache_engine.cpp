@@ -121,6 +121,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
     if (!locked || locked->front()->type != REDIS_REPLY_NIL) {
         co_return result;  // we hold the lock (or Redis is failing): go to PostgreSQL
     }
+    runtime_.counters().fetch_waits++;
     asio::steady_timer pause(co_await asio::this_coro::executor);
     for (int attempt = 0; attempt < fetch_poll_attempts; ++attempt) {
         pause.expires_after(fetch_poll_interval);

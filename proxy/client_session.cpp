@@ -640,6 +640,26 @@ awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer
 
 // ------------------------------------------------------------ inspection
 
+bool ClientSession::exceeds_name_limit(char type, std::string_view name) {
+    // pgshelf keeps every named statement's text and every portal's
+    // parameters; this bounds what one client can make it hold.
+    const std::size_t limit = runtime_.config().proxy.max_prepared_statements;
+    if (limit == 0 || name.empty()) {
+        return false;
+    }
+    const bool statement = type == 'P';
+    const bool known = statement ? state_.statement(name) != nullptr : state_.portal(name) != nullptr;
+    if (known || (statement ? state_.statement_count() : state_.portal_count()) < limit) {
+        return false;
+    }
+    pending_error_sqlstate_ = "53400";
+    pending_error_message_ = fmt::format(
+        "pgshelf: more than {} named {} in one session (proxy.max_prepared_statements); close unused ones "
+        "or raise the limit",
+        limit, statement ? "prepared statements" : "portals");
+    return true;
+}
+
 ClientSession::Action ClientSession::inspect_frontend(char type, std::string_view frame, bool complete) {
     const std::string_view body = frame.substr(pgwire::frame_header_size);
     // Without a cache only Bind's names matter: skip decoding its values.
@@ -653,11 +673,17 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
             state_.on_query(body, false);
         } else if (type == 'P') {
             auto name = leading_cstring(body, offset);
+            if (exceeds_name_limit(type, name.value_or(""))) {
+                return Action::fail;
+            }
             const std::string_view sql_prefix = offset <= body.size() ? body.substr(offset) : std::string_view{};
             state_.on_parse(name.value_or(""), sql_prefix, {}, false);
         } else if (type == 'B') {
             auto portal = leading_cstring(body, offset);
             auto statement = leading_cstring(body, offset);
+            if (exceeds_name_limit(type, portal.value_or(""))) {
+                return Action::fail;
+            }
             replacement_ = injection_for_unnamed(statement.value_or(""));
             state_.on_bind(portal.value_or(""), statement.value_or(""));
         } else if (type == 'F') {
@@ -706,6 +732,9 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                 }
                 if (m.name.empty()) {
                     server_unnamed_stale_ = false;  // the server gets the new one now
+                } else if (exceeds_name_limit('P', m.name)) {
+                    action = Action::fail;
+                    return;
                 }
                 state_.on_parse(m.name, m.sql, m.param_types);
             } else if constexpr (std::is_same_v<T, pgwire::Bind>) {
@@ -721,6 +750,10 @@ ClientSession::Action ClientSession::inspect_frontend(char type, std::string_vie
                     batch_->parameters = std::move(parameters);
                     batch_->result_formats = m.result_formats;
                     action = Action::absorb;
+                    return;
+                }
+                if (exceeds_name_limit('B', m.portal)) {
+                    action = Action::fail;
                     return;
                 }
                 replacement_ = injection_for_unnamed(m.statement);

@@ -103,6 +103,9 @@ private:
     Action inspect_frontend(char type, std::string_view frame, bool complete);
     Action inspect_frontend_batch(char type, std::string_view frame);
     Action inspect_backend(char type, std::string_view body, bool complete);
+    // A Parse ('P') or Bind ('B') that would make the session hold more
+    // named statements or portals than proxy.max_prepared_statements.
+    bool exceeds_name_limit(char type, std::string_view name);
 
     // Cache paths.
     bool cache_active() const;

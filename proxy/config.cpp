@@ -142,6 +142,12 @@ const std::vector<Setting>& settings() {
              return parse_unsigned<unsigned>(v, c.proxy.max_connections, 1, 1'000'000);
          },
          [](const Config& c) { return std::to_string(c.proxy.max_connections); }, ""},
+        {"proxy", "max_prepared_statements",
+         "named prepared statements (and named portals) one session may hold; one more ends it with 53400; 0 = no limit",
+         [](Config& c, std::string_view v) {
+             return parse_unsigned<unsigned>(v, c.proxy.max_prepared_statements, 0, 100'000'000);
+         },
+         [](const Config& c) { return std::to_string(c.proxy.max_prepared_statements); }, ""},
         {"log", "level", "trace, debug, info, warn, error or off",
          [](Config& c, std::string_view v) -> std::string {
              static const std::set<std::string_view> levels{"trace", "debug", "info", "warn", "error", "off"};

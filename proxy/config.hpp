@@ -42,6 +42,7 @@ struct Config {
         std::chrono::milliseconds shutdown_timeout{30'000};
         std::uint64_t max_message_size = 1ull << 30;
         unsigned max_connections = 10'000;
+        unsigned max_prepared_statements = 10'000;  // per session, named ones; 0 = no limit
     } proxy;
     struct {
         std::string level = "info";

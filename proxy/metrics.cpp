@@ -90,6 +90,7 @@ std::string render_metrics(const Runtime& runtime) {
     add(requests, static_cast<double>(c.hits.load()), {{"outcome", "hit"}});
     add(requests, static_cast<double>(c.misses.load()), {{"outcome", "miss"}});
     add(requests, static_cast<double>(c.coalesced.load()), {{"outcome", "coalesced"}});
+    add(requests, static_cast<double>(c.fetch_waits.load()), {{"outcome", "waited"}});
     families.push_back(std::move(requests));
     auto bypasses = family("pgshelf_cache_bypass_total",
                            "Statements sent to PostgreSQL without a cache lookup, by reason", MetricType::Counter);

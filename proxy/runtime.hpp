@@ -48,6 +48,8 @@ struct Counters {
     std::atomic<std::uint64_t> global_generation_bumps{0};
     std::atomic<std::uint64_t> redis_errors{0};
     std::atomic<std::uint64_t> coalesced{0};  // misses answered by another miss's result
+    // misses that found another instance fetching the same entry and waited for it
+    std::atomic<std::uint64_t> fetch_waits{0};
     std::atomic<int> redis_circuits_open{0};   // workers whose Redis circuit breaker is not closed
     // rules file reloads (SIGHUP)
     std::atomic<std::uint64_t> reloads_ok{0};

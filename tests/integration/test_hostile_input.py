@@ -7,9 +7,9 @@ client is served.
   unknown protocol version, garbage instead of a packet;
 - after startup: a message longer than proxy.max_message_size, a negative
   length, a 100 MB query above the limit (rejected from its header, without
-  buffering it), a flood of Parse messages with distinct names (pgshelf
-  keeps them as PostgreSQL does, at under 1 KiB each; there is no cap on
-  the count yet).
+  buffering it), a flood of Parse messages with distinct names (kept at
+  under 1 KiB each up to proxy.max_prepared_statements, then FATAL 53400),
+  and the same cap on named portals.
 """
 
 from __future__ import annotations
@@ -120,10 +120,22 @@ def test_100_mb_query_above_the_limit_is_rejected_unbuffered(hshelf):
     still_serves(hshelf)
 
 
-def test_parse_flood_costs_little_per_statement(hshelf, pg):
-    """50,000 named statements: PostgreSQL keeps them; pgshelf's bookkeeping stays under 1 KiB each."""
+def fatal_limit(conn: w.Conn) -> dict[str, str]:
+    """The 53400 FATAL pgshelf answers when the statement/portal cap is hit, then the closed connection."""
+    messages = answer_then_close(conn)
+    errors = [w.error_fields(body) for kind, body in messages if kind == b"E"]
+    assert errors, f"no ErrorResponse before the close: {messages}"
+    fields = errors[-1]
+    assert (fields["S"], fields["C"]) == ("FATAL", "53400"), fields
+    assert "max_prepared_statements" in fields["M"], fields
+    return fields
+
+
+def test_parse_flood_is_capped(hshelf, pg):
+    """Named statements up to the default cap (10,000) work at under 1 KiB of bookkeeping each; one more is FATAL."""
     rss_before = hshelf.rss_kib()
-    count = 50_000
+    errors_before = protocol_errors(hshelf)
+    count = 10_000
     with w.Conn.connect(hshelf.host, hshelf.port, application_name="it_parse_flood") as conn:
         batch = 1000
         for start in range(0, count, batch):
@@ -131,13 +143,58 @@ def test_parse_flood_costs_little_per_statement(hshelf, pg):
                         for i in range(start, start + batch)), w.sync())
             messages = conn.recv_until_ready(limit=batch + 10)
             assert [kind for kind, _ in messages].count(b"1") == batch, messages[-3:]
-        # The last statements still work through pgshelf.
-        conn.send(w.bind(statement=f"flood_{count - 1}"), w.execute(), w.sync())
+        # The last statements still work through pgshelf; re-parsing the
+        # unnamed statement is not limited.
+        conn.send(w.parse("SELECT 1"), w.bind(statement=f"flood_{count - 1}"), w.execute(), w.sync())
         messages = conn.recv_until_ready()
         assert w.data_row(dict(messages)[b"D"]) == [str(count - 1).encode(), b"some padding text"]
         grown_kib = hshelf.rss_kib() - rss_before  # must stay under 1 KiB per statement
+        conn.send(w.parse("SELECT 'one too many'", "flood_extra"), w.sync())
+        fatal_limit(conn)
     assert grown_kib < count, f"pgshelf grew by {grown_kib} KiB for {count} prepared statements"
+    assert protocol_errors(hshelf) == errors_before + 1
+    pg.wait_no_backends("application_name = 'it_parse_flood'")
     still_serves(hshelf)
+
+
+@pytest.fixture(scope="module")
+def capped(pg):
+    shelf = PgShelf(pg, env={"PGSHELF_PROXY_MAX_PREPARED_STATEMENTS": "3"})
+    yield shelf
+    assert shelf.alive(), shelf.log_tail()
+    assert shelf.stop() == 0
+
+
+def test_statement_cap_counts_what_the_session_holds(capped):
+    with w.Conn.connect(capped.host, capped.port) as conn:
+        conn.send(*(w.parse(f"SELECT {i}", f"s{i}") for i in range(3)), w.sync())
+        assert w.kinds(conn.recv_until_ready()) == "111Z"
+        # Redefining a held name is not a new one (PostgreSQL refuses it: 42P05).
+        conn.send(w.parse("SELECT 9", "s0"), w.sync())
+        messages = conn.recv_until_ready()
+        assert w.error_fields(dict(messages)[b"E"])["C"] == "42P05"
+        # Closing one makes room; SQL-level PREPARE is not counted.
+        conn.send(w.close(b"S", "s0"), w.sync())
+        assert w.kinds(conn.recv_until_ready()) == "3Z"
+        assert b"E" not in dict(conn.simple("PREPARE sql_level AS SELECT 1"))
+        conn.send(w.parse("SELECT 3", "s3"), w.bind(statement="s3"), w.execute(), w.sync())
+        assert w.data_row(dict(conn.recv_until_ready())[b"D"]) == [b"3"]
+        conn.send(w.parse("SELECT 4", "s4"), w.sync())
+        fatal_limit(conn)
+    still_serves(capped)
+
+
+def test_portal_cap(capped):
+    with w.Conn.connect(capped.host, capped.port) as conn:
+        conn.simple("BEGIN")
+        conn.send(w.parse("SELECT generate_series(1, 10)"),
+                  *(w.bind(portal=f"p{i}") for i in range(3)), w.sync())
+        assert w.kinds(conn.recv_until_ready()) == "1222Z"
+        conn.send(w.execute(portal="p2", max_rows=1), w.sync())
+        assert w.data_row(dict(conn.recv_until_ready())[b"D"]) == [b"1"]
+        conn.send(w.bind(portal="p3"), w.sync())
+        fatal_limit(conn)
+    still_serves(capped)
 
 
 def test_garbage_after_startup(hshelf):

@@ -106,14 +106,17 @@ connect_timeout = "2s"
 [proxy]
 workers = 2
 max_message_size = "64MB"
+max_prepared_statements = 500
 )");
-    auto result = load_config(file, {{"PGSHELF_LISTEN", "127.0.0.1:8432"}});
+    auto result = load_config(file, {{"PGSHELF_LISTEN", "127.0.0.1:8432"},
+                                     {"PGSHELF_PROXY_MAX_PREPARED_STATEMENTS", "0"}});
     ASSERT_TRUE(result.ok()) << result.errors.front().to_string();
     EXPECT_EQ(result.config.listen.port, 8432);
     EXPECT_EQ(result.config.upstream.endpoint.port, 5433);
     EXPECT_EQ(result.config.upstream.connect_timeout, std::chrono::seconds(2));
     EXPECT_EQ(result.config.proxy.workers, 2u);
     EXPECT_EQ(result.config.proxy.max_message_size, 64u << 20);
+    EXPECT_EQ(result.config.proxy.max_prepared_statements, 0u);  // the environment wins; 0 = no limit
 }
 
 TEST_F(ConfigFile, UnknownKeyNamesFileLineAndKey) {
