@@ -51,9 +51,15 @@ EntryAddress CacheEngine::address(const ReadPlan& plan) const {
     return entry_address(prefix_, plan.rendered, plan.rule->name, plan.namespace_hash);
 }
 
-awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(std::vector<RedisCommand> commands) {
+awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(std::vector<RedisCommand> commands,
+                                                                     bool urgent) {
     const auto started = std::chrono::steady_clock::now();
-    auto replies = co_await redis_->execute(std::move(commands));
+    std::optional<std::vector<RedisReply>> replies;
+    if (urgent) {
+        replies = co_await redis_->execute_urgent(std::move(commands));
+    } else {
+        replies = co_await redis_->execute(std::move(commands));
+    }
     runtime_.latencies().redis.observe(std::chrono::steady_clock::now() - started);
     report_circuit();
     co_return replies;
@@ -260,7 +266,10 @@ awaitable<bool> CacheEngine::invalidate(const WritePlan& plan) {
     // (No co_await inside a conditional expression: GCC 12 miscompiles it.)
     std::optional<std::vector<RedisReply>> replies;
     if (scripts_ready) {
-        replies = co_await execute(std::move(commands));
+        // Urgent: the commit acknowledgement waits for it, and a local
+        // reconnection backoff must not lose it while other instances,
+        // already reconnected, serve from the same Redis.
+        replies = co_await execute(std::move(commands), true);
     }
     bool ok = replies.has_value();
     if (ok) {
@@ -304,13 +313,14 @@ awaitable<void> CacheEngine::recover_lost_invalidations() {
         if (ec) {
             co_return;
         }
-        if (!runtime_.invalidation_lost() || !redis_->connected() || redis_->script_shas().size() <= script_bump) {
+        if (!runtime_.invalidation_lost() || redis_->script_shas().size() <= script_bump) {
             continue;
         }
         const auto failures = runtime_.invalidation_failures();
         std::vector<RedisCommand> bump;
         bump.push_back(bump_command(redis_->script_shas()[script_bump], global_key_, 0));
-        auto replies = co_await execute(std::move(bump));
+        // Urgent: until it lands, other instances may serve entries the lost invalidations made stale.
+        auto replies = co_await execute(std::move(bump), true);
         if (replies && replies->front()->type == REDIS_REPLY_STRING) {
             runtime_.invalidations_recovered(failures);
             runtime_.counters().global_generation_bumps++;

@@ -57,7 +57,8 @@ public:
 private:
     EntryAddress address(const ReadPlan& plan) const;
     // redis_->execute, timed, with the circuit breaker's state reported.
-    awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands);
+    awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands,
+                                                              bool urgent = false);
     // One GET of the entry with its version and generations; nullopt (and
     // counted as a Redis error) when Redis fails or answers nonsense.
     awaitable<std::optional<LookupResult>> read_entry(const EntryAddress& where);

@@ -340,6 +340,9 @@ awaitable<void> ClientSession::client_to_server() {
             auto [read_ec, n] = co_await client_->read_some(asio::buffer(space, client_in_.free_space()));
             if (read_ec) {
                 note_end(read_ec == asio::error::eof ? "client closed" : "client: " + read_ec.message());
+                if (writes_in_flight()) {
+                    co_await drain_after_client_left();
+                }
                 co_return;
             }
             client_in_.commit(n);
@@ -587,22 +590,25 @@ awaitable<void> ClientSession::server_to_client() {
             cut(pos);
         }
         if (!out.empty()) {
-            if (!co_await write_client(out)) {
+            if (!co_await write_client(out) && invalidate_before == std::string_view::npos && !writes_in_flight()) {
                 co_return;
             }
         }
         if (invalidate_before != std::string_view::npos) {
             // The client learns its writes committed only after their cache
             // entries are invalid: no read that starts after the commit
-            // acknowledgement can see the old value.
+            // acknowledgement can see the old value. This runs whether or
+            // not the client is still there: the commit happened.
             WritePlan plan = std::move(transaction_writes_);
             transaction_writes_ = {};
             if (rules_) {
+                invalidating_ = true;
                 co_await cache_->invalidate(plan);
+                invalidating_ = false;
             }
             const std::vector<asio::const_buffer> ready{
                 asio::buffer(data.data() + invalidate_before, pos - invalidate_before)};
-            if (!co_await write_client(ready)) {
+            if (!co_await write_client(ready) && !writes_in_flight()) {
                 co_return;
             }
             read_needed = pos >= data.size();
@@ -612,13 +618,46 @@ awaitable<void> ClientSession::server_to_client() {
             note_end(pending_error_message_);
             co_return;
         }
+        if (client_gone_ && !writes_in_flight()) {
+            co_return;  // nothing left that could still commit
+        }
         if (whole_frame_needed > 0) {
             server_in_.reserve_frame(whole_frame_needed);
         }
     }
 }
 
+bool ClientSession::writes_in_flight() const {
+    return invalidating_ || (rules_ && !transaction_writes_.empty() && !state_.pending().empty());
+}
+
+awaitable<void> ClientSession::drain_after_client_left() {
+    client_gone_ = true;
+    // Stop whatever runs long; a COMMIT (or autocommit write) PostgreSQL has
+    // already received still commits, and its ReadyForQuery comes back.
+    if (state_.backend_key()) {
+        co_await send_cancel(runtime_.config().upstream, state_.backend_key()->pid, state_.backend_key()->secret);
+    }
+    constexpr auto drain_limit = std::chrono::seconds(10);
+    const auto deadline = std::chrono::steady_clock::now() + drain_limit;
+    asio::steady_timer pause(co_await asio::this_coro::executor);
+    while (writes_in_flight() && std::chrono::steady_clock::now() < deadline) {
+        pause.expires_after(std::chrono::milliseconds(5));
+        co_await pause.async_wait(use_nothrow);
+    }
+    if (writes_in_flight()) {
+        // PostgreSQL did not answer in time: whether the writes committed is
+        // unknown. Fail closed, as for an invalidation Redis did not confirm.
+        runtime_.invalidation_failed();
+        spdlog::warn("conn {} client left with writes in flight and the server did not answer within {} s: "
+                     "hits suspended until the global generation is bumped", id_, drain_limit.count());
+    }
+}
+
 awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers) {
+    if (client_gone_) {
+        co_return false;
+    }
     while (client_busy_) {
         asio::steady_timer wait(client_->socket().get_executor(), asio::steady_timer::time_point::max());
         client_waiters_.push_back(&wait);
@@ -633,6 +672,7 @@ awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer
     }
     if (ec) {
         note_end("client: " + ec.message());
+        client_gone_ = true;
         co_return false;
     }
     co_return true;

@@ -98,6 +98,12 @@ private:
     awaitable<bool> open_server();
     awaitable<void> client_to_server();
     awaitable<void> server_to_client();
+    // The client left (EOF, reset, failed write) while PostgreSQL still owes
+    // answers to requests that may write: their commit is PostgreSQL's
+    // decision, so the server relay runs on (output dropped) until it has
+    // seen them answered and applied their invalidations, within a bound.
+    bool writes_in_flight() const;
+    awaitable<void> drain_after_client_left();
     awaitable<void> startup_watchdog();
 
     Action inspect_frontend(char type, std::string_view frame, bool complete);
@@ -177,6 +183,8 @@ private:
 
     asio::steady_timer startup_deadline_;
     bool client_busy_ = false;
+    bool client_gone_ = false;   // output to the client is dropped from now on
+    bool invalidating_ = false;  // server_to_client is applying a transaction's invalidations
     std::deque<asio::steady_timer*> client_waiters_;
     bool server_counted_ = false;  // counted in the server-connection gauge
     bool console_ = false;         // an admin console session (no server connection)

@@ -146,11 +146,12 @@ void RedisClient::fail_all() {
 awaitable<void> RedisClient::connection_loop() {
     auto self = shared_from_this();
     while (state_ != State::stopped) {
-        if (!breaker_.allow(CircuitBreaker::clock::now())) {
+        if (!urgent_attempt_ && !breaker_.allow(CircuitBreaker::clock::now())) {
             reconnect_wakeup_.expires_after(std::chrono::milliseconds(50));
             co_await reconnect_wakeup_.async_wait(use_nothrow);
             continue;
         }
+        urgent_attempt_ = false;
         state_ = State::connecting;
         reader_.reset(redisReaderCreate());
         socket_ = std::make_unique<tcp::socket>(executor_);
@@ -174,6 +175,7 @@ awaitable<void> RedisClient::connection_loop() {
         if (state_ == State::stopped) {
             break;
         }
+        ++attempts_ended_;
         if (!ok) {
             // Repeats while the outage lasts (every worker retries with
             // backoff); the limiter keeps it to a line per interval.
@@ -337,6 +339,33 @@ awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vect
     if (state_ != State::ready || commands.empty() || !breaker_.allow(CircuitBreaker::clock::now())) {
         co_return std::nullopt;
     }
+    co_return co_await send(std::move(commands));
+}
+
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute_urgent(std::vector<RedisCommand> commands) {
+    if (state_ == State::disconnected) {
+        urgent_attempt_ = true;
+        reconnect_wakeup_.cancel();
+    }
+    if (state_ == State::disconnected || state_ == State::connecting) {
+        // Until the attempt under way (or the one just asked for) ends: a
+        // refused connection costs the write next to nothing.
+        const std::uint64_t ended = attempts_ended_;
+        asio::steady_timer pause(executor_);
+        const auto deadline = std::chrono::steady_clock::now() + timeouts_.command;
+        while (state_ != State::ready && state_ != State::stopped && attempts_ended_ == ended &&
+               std::chrono::steady_clock::now() < deadline) {
+            pause.expires_after(std::chrono::milliseconds(1));
+            co_await pause.async_wait(use_nothrow);
+        }
+    }
+    if (state_ != State::ready || commands.empty()) {
+        co_return std::nullopt;
+    }
+    co_return co_await send(std::move(commands));
+}
+
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::send(std::vector<RedisCommand> commands) {
     auto self = shared_from_this();
     auto request = std::make_shared<Request>();
     request->expected = commands.size();

@@ -56,6 +56,12 @@ public:
     // nullopt on timeout, connection loss, or while the breaker is open. An
     // error reply from Redis is a reply, not a failure.
     awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands);
+    // As execute(), for commands a client's commit acknowledgement waits for
+    // (invalidations): they must reach Redis whenever Redis can be reached,
+    // or another instance may serve what they make stale. Ignores the
+    // breaker; when the link is down, starts a connection attempt at once
+    // instead of after the backoff, and waits for it up to the command timeout.
+    awaitable<std::optional<std::vector<RedisReply>>> execute_urgent(std::vector<RedisCommand> commands);
 
     bool connected() const { return state_ == State::ready; }
     CircuitBreaker::State breaker_state() const { return breaker_.state(); }
@@ -85,6 +91,7 @@ private:
     awaitable<bool> handshake();
     awaitable<void> read_loop();
     awaitable<void> flush();
+    awaitable<std::optional<std::vector<RedisReply>>> send(std::vector<RedisCommand> commands);
     void fail_all();
     void record_failure();
 
@@ -102,6 +109,8 @@ private:
     std::string out_;
     bool writing_ = false;
     asio::steady_timer reconnect_wakeup_;
+    bool urgent_attempt_ = false;  // the next connection attempt skips the breaker's backoff
+    std::uint64_t attempts_ended_ = 0;  // connection attempts finished (either way)
 };
 
 // Appends one RESP-encoded command to `out`.

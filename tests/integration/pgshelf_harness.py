@@ -22,6 +22,7 @@ Temporary directories are removed on ``stop()`` unless PGSHELF_IT_KEEP=1.
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import pwd
 import random
@@ -513,6 +514,27 @@ def find_built(env_var: str, relative_path: str) -> Path:
 def find_pgshelf_bin() -> Path:
     """The pgshelf binary: $PGSHELF_BIN, else the first one built under the repo."""
     return find_built("PGSHELF_BIN", "app/pgshelf")
+
+
+_SANITIZER_SYMBOLS = {"address": "__asan_init", "thread": "__tsan_init", "undefined": "__ubsan_handle_"}
+
+
+@functools.lru_cache(maxsize=None)
+def pgshelf_sanitizers() -> frozenset[str]:
+    """Sanitizers the pgshelf binary was built with (PGSHELF_SANITIZE), e.g. {"address", "undefined"}.
+
+    Read from the dynamic symbols of their runtimes; empty for a plain
+    build or when no binary is built. Checks of pgshelf's own memory use
+    (RSS budgets) or of its shipped dependencies mean nothing for such a build.
+    """
+    try:
+        binary = find_pgshelf_bin()
+    except FileNotFoundError:
+        return frozenset()
+    if not binary.is_file():
+        return frozenset()
+    symbols = subprocess.run(["nm", "-D", str(binary)], capture_output=True, text=True, check=True).stdout
+    return frozenset(name for name, symbol in _SANITIZER_SYMBOLS.items() if symbol in symbols)
 
 
 class PgShelf(_ManagedProcess):
