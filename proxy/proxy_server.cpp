@@ -13,7 +13,10 @@
 namespace pgshelf::proxy {
 
 ProxyServer::ProxyServer(Config config)
-    : runtime_(std::move(config)), acceptor_(control_), admin_acceptor_(control_) {
+    : runtime_(std::move(config)),
+      acceptor_(control_),
+      admin_acceptor_(control_),
+      signals_(control_, SIGTERM, SIGINT, SIGHUP) {
     unsigned count = runtime_.config().proxy.workers;
     if (count == 0) {
         count = std::max(1u, std::thread::hardware_concurrency());
@@ -130,9 +133,8 @@ awaitable<void> ProxyServer::accept_loop() {
 }
 
 awaitable<void> ProxyServer::handle_signals() {
-    asio::signal_set signals(control_, SIGTERM, SIGINT, SIGHUP);
     for (;;) {
-        auto [ec, number] = co_await signals.async_wait(use_nothrow);
+        auto [ec, number] = co_await signals_.async_wait(use_nothrow);
         if (ec) {
             co_return;
         }

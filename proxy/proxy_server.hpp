@@ -40,10 +40,16 @@ private:
     void post_to_sessions(void (ClientSession::*action)());
 
     Runtime runtime_;
+    // Declared before control_, so destroyed after it: an accept still
+    // pending on control_ at exit holds a socket of a worker's context,
+    // which must outlive it.
+    std::vector<std::unique_ptr<Worker>> workers_;
     asio::io_context control_{1};
     tcp::acceptor acceptor_;
     tcp::acceptor admin_acceptor_;
-    std::vector<std::unique_ptr<Worker>> workers_;
+    // Caught from construction on, before any port listens: a SIGTERM sent
+    // as soon as a port accepts must drain, not meet the default action.
+    asio::signal_set signals_;
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> work_guards_;
     std::uint64_t next_session_id_ = 1;
     bool draining_ = false;

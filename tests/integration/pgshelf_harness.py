@@ -17,6 +17,9 @@ user in the child, so the pid we hold is the server's own, not a wrapper's).
 Logs go to ``<tempdir>/<name>.log``; ``live_logs()`` lists those of every
 process not stopped yet, so a test runner can print their tails on failure.
 Temporary directories are removed on ``stop()`` unless PGSHELF_IT_KEEP=1.
+With PGSHELF_IT_SANITIZER_REPORTS=<dir>, a pgshelf log that holds a sanitizer
+report is copied there on ``stop()`` (UBSan next to ASan in a GCC build
+writes to stderr whatever its log_path says).
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ PASSWORDS = {
 }
 
 _KEEP_TEMP = os.environ.get("PGSHELF_IT_KEEP") == "1"
+_SANITIZER_REPORTS = os.environ.get("PGSHELF_IT_SANITIZER_REPORTS")
+_SANITIZER_MARKERS = (b"runtime error:", b"ERROR: AddressSanitizer", b"ERROR: LeakSanitizer",
+                      b"WARNING: ThreadSanitizer", b"ERROR: ThreadSanitizer")
 _RUNNING_AS_ROOT = os.geteuid() == 0
 
 
@@ -607,8 +613,16 @@ class PgShelf(_ManagedProcess):
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, wait up to ``timeout`` (then SIGKILL); returns the exit code."""
         code = self._terminate(signal.SIGTERM, timeout)
+        self._keep_sanitizer_report()
         _remove_dir(self.dir)
         return code
+
+    def _keep_sanitizer_report(self) -> None:
+        if not _SANITIZER_REPORTS or not self.log_path or not self.log_path.is_file():
+            return
+        log = self.log_path.read_bytes()
+        if any(marker in log for marker in _SANITIZER_MARKERS):
+            shutil.copyfile(self.log_path, Path(_SANITIZER_REPORTS) / f"pgshelf-log.{self.proc.pid}")
 
     def __enter__(self) -> "PgShelf":
         return self

@@ -14,7 +14,8 @@
   pgshelf's descriptors return to their earlier count.
 
 The RSS checks are about pgshelf only; the data and back-pressure checks
-run directly too.
+run directly too. A sanitizer build (PGSHELF_SANITIZE) only prints its RSS:
+shadow memory, redzones and ASan's quarantine are no part of the budget.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 import pytest
 
 import rawwire
-from pgshelf_harness import wait_until
+from pgshelf_harness import pgshelf_sanitizers, wait_until
 
 ROWS = 1_000_000
 ROW_BYTES = 1000
@@ -37,6 +38,7 @@ COPY_IN_ROWS = 320_000  # of 1,000 bytes, sent as 5,000 CopyData messages of 64 
 PEAK_RSS_LIMIT_KIB = 64 * 1024
 IDLE_CONNECTIONS = 1000
 PER_CONNECTION_LIMIT_KIB = 64
+RSS_CHECKED = not pgshelf_sanitizers()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,8 @@ class RssWatch:
         if self.shelf:
             print(f"pgshelf peak RSS {self.peak_kib} KiB over {self.samples} samples")
             assert self.samples >= min_samples
-            assert self.peak_kib < PEAK_RSS_LIMIT_KIB, f"pgshelf peak RSS {self.peak_kib} KiB"
+            if RSS_CHECKED:
+                assert self.peak_kib < PEAK_RSS_LIMIT_KIB, f"pgshelf peak RSS {self.peak_kib} KiB"
 
 
 def drain_result(conn: rawwire.Conn) -> tuple[int, int, list[bytes]]:
@@ -181,8 +184,9 @@ def test_idle_connections_cost(shelf, pg):
         rss_after = shelf.rss_kib()
         per_connection = (rss_after - rss_before) / IDLE_CONNECTIONS
         print(f"pgshelf RSS {rss_before} -> {rss_after} KiB: {per_connection:.1f} KiB per idle connection")
-        assert per_connection <= PER_CONNECTION_LIMIT_KIB, (
-            f"{per_connection:.1f} KiB per idle connection (RSS {rss_before} -> {rss_after} KiB)")
+        if RSS_CHECKED:
+            assert per_connection <= PER_CONNECTION_LIMIT_KIB, (
+                f"{per_connection:.1f} KiB per idle connection (RSS {rss_before} -> {rss_after} KiB)")
         # All of them still answer.
         for conn in connections[::100]:
             assert rawwire.kinds(conn.simple("SELECT 2")) == "TDCZ"
