@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -82,6 +83,39 @@ def metric(shelf: PgShelf, series: str) -> float:
         if line.startswith(series + " "):
             return float(line[len(series) + 1:])
     return 0.0
+
+
+class ClientThreads:
+    """Client threads running ``run(index)`` until the ``with`` block ends.
+
+    Subclasses loop in ``run`` while ``self.stop`` is not set, count under
+    ``self.lock`` and record what went wrong in ``self.errors``.
+    """
+
+    JOIN_TIMEOUT = 60.0
+
+    def __init__(self, dsn: str, threads: int = 4) -> None:
+        self.dsn = dsn
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.statements = 0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
+
+    def run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=self.JOIN_TIMEOUT)
+        assert not any(t.is_alive() for t in self.threads), \
+            f"client threads did not stop within {self.JOIN_TIMEOUT:.0f}s"
 
 
 # --------------------------------------------------------------------------

@@ -21,8 +21,8 @@ import time
 import psycopg2
 import pytest
 
-from cache_support import (connect, counter, poll, query, redis_server, reaches_server, served_from_cache,
-                           start_shelf, wait_for_hit, write_rules)
+from cache_support import (ClientThreads, connect, counter, poll, query, redis_server, reaches_server,
+                           served_from_cache, start_shelf, wait_for_hit, write_rules)
 
 __all__ = ["counter", "redis_server"]
 
@@ -96,16 +96,8 @@ def completes(what: str, action):
     return outcome["result"]
 
 
-class Workload:
+class Workload(ClientThreads):
     """Client threads through pgshelf: reads of known rows, and writes they check themselves."""
-
-    def __init__(self, dsn: str, threads: int = 4) -> None:
-        self.dsn = dsn
-        self.stop = threading.Event()
-        self.errors: list[str] = []
-        self.statements = 0
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
 
     def run(self, index: int) -> None:
         try:
@@ -138,17 +130,6 @@ class Workload:
                     self.statements += 1 if n % 5 else 3
         finally:
             conn.close()
-
-    def __enter__(self) -> "Workload":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=30)
-        assert not any(t.is_alive() for t in self.threads), "workload threads did not stop within 30s"
 
 
 def test_redis_killed_mid_workload(pg, oshelf, redis, counter):

@@ -65,8 +65,8 @@ import psycopg2
 import pytest
 
 import rawwire as w
-from cache_support import (connect, counter, metric, poll, query, redis_server, start_shelf, wait_for_hit,
-                           write_rules)
+from cache_support import (ClientThreads, connect, counter, metric, poll, query, redis_server, start_shelf,
+                           wait_for_hit, write_rules)
 from clients import fetch_one, startup_error
 from pgshelf_harness import PgShelf, Postgres, wait_until
 
@@ -575,7 +575,7 @@ def test_connect_disconnect_cycles(pg, cshelf, redis):
         conn.close()
 
 
-class Workload:
+class Workload(ClientThreads):
     """Client threads through pgshelf that check every row they read.
 
     Reads of rows nobody writes must return their known values; each thread
@@ -585,14 +585,9 @@ class Workload:
     """
 
     def __init__(self, dsn: str, threads: int = 4) -> None:
-        self.dsn = dsn
-        self.stop = threading.Event()
-        self.errors: list[str] = []
-        self.statements = 0
+        super().__init__(dsn, threads)
         self.slowest = 0.0
         self.written: dict[int, int] = {}
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
 
     def run(self, index: int) -> None:
         try:
@@ -638,17 +633,6 @@ class Workload:
                     self.slowest = max(self.slowest, elapsed)
         finally:
             conn.close()
-
-    def __enter__(self) -> "Workload":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=60)
-        assert not any(t.is_alive() for t in self.threads), "workload threads did not stop within 60s"
 
 
 def test_redis_paused_mid_workload(pg, cshelf, redis, counter):
