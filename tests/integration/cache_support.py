@@ -48,6 +48,15 @@ def redis_server():
     server.stop()
 
 
+@pytest.fixture
+def redis(redis_server):
+    """The module's Redis, running and answering again after each test."""
+    yield redis_server
+    redis_server.resume()
+    if not redis_server.alive():
+        redis_server.start()
+
+
 def write_rules(directory: Path, text: str, name: str = "rules.toml") -> Path:
     path = Path(directory) / name
     path.write_text(textwrap.dedent(text))

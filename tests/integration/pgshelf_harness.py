@@ -34,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import tempfile
 import time
 import urllib.parse
@@ -633,6 +634,33 @@ class PgShelf(_ManagedProcess):
 
 # --------------------------------------------------------------------------
 # PgBouncer
+
+
+class RssSampler:
+    """Peak RSS of a pgshelf, sampled every 50 ms in a thread while in the ``with`` block; no-op for None."""
+
+    def __init__(self, shelf: "PgShelf | None") -> None:
+        self.shelf = shelf
+        self.peak_kib = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_kib = max(self.peak_kib, self.shelf.rss_kib())
+            self.samples += 1
+            self._stop.wait(0.05)
+
+    def __enter__(self):
+        if self.shelf:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.shelf:
+            self._stop.set()
+            self._thread.join(10)
 
 
 class PgBouncer(_ManagedProcess):

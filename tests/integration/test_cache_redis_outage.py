@@ -21,10 +21,10 @@ import time
 import psycopg2
 import pytest
 
-from cache_support import (ClientThreads, connect, counter, poll, query, redis_server, reaches_server,
+from cache_support import (ClientThreads, connect, counter, poll, query, redis, redis_server, reaches_server,
                            served_from_cache, start_shelf, wait_for_hit, write_rules)
 
-__all__ = ["counter", "redis_server"]
+__all__ = ["counter", "redis", "redis_server"]
 
 RULES = """
 [[cache]]
@@ -60,15 +60,6 @@ def oshelf(pg, redis_server, tmp_path_factory):
     proxy = start_shelf(pg, redis_server, rules)
     yield proxy
     proxy.stop()
-
-
-@pytest.fixture
-def redis(redis_server):
-    """The module's Redis, running and answering again after each test."""
-    yield redis_server
-    redis_server.resume()
-    if not redis_server.alive():
-        redis_server.start()
 
 
 def qty(conn, sku: int) -> int:

@@ -58,17 +58,16 @@ import os
 import signal
 import socket
 import struct
-import threading
 import time
 
 import psycopg2
 import pytest
 
 import rawwire as w
-from cache_support import (ClientThreads, connect, counter, metric, poll, query, redis_server, start_shelf,
-                           wait_for_hit, write_rules)
+from cache_support import (ClientThreads, connect, counter, metric, poll, query, redis, redis_server,
+                           start_shelf, wait_for_hit, write_rules)
 from clients import fetch_one, startup_error
-from pgshelf_harness import PgShelf, Postgres, wait_until
+from pgshelf_harness import PgShelf, Postgres, RssSampler, wait_until
 
 try:
     from pgshelf_harness import pgshelf_sanitizers
@@ -76,7 +75,7 @@ except ImportError:  # a harness without sanitizer builds
     def pgshelf_sanitizers() -> frozenset[str]:
         return frozenset()
 
-__all__ = ["counter", "redis_server"]
+__all__ = ["counter", "redis", "redis_server"]
 
 TARGETS = [t for t in os.environ.get("PGSHELF_IT_TARGETS", "direct,pgshelf").split(",") if t]
 
@@ -139,33 +138,6 @@ def backend_pid(pg: Postgres, app: str) -> int:
     rows = pg.wait_for_backends(f"application_name = '{app}'")
     assert len(rows) == 1, rows
     return int(rows[0]["pid"])
-
-
-class RssSampler:
-    """Peak RSS of a pgshelf, sampled every 50 ms in a thread while in the ``with`` block."""
-
-    def __init__(self, shelf: PgShelf | None) -> None:
-        self.shelf = shelf
-        self.peak_kib = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, self.shelf.rss_kib())
-            self.samples += 1
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> "RssSampler":
-        if self.shelf:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shelf:
-            self._stop.set()
-            self._thread.join(10)
 
 
 # ==========================================================================
@@ -465,15 +437,6 @@ def cshelf(pg, redis_server, tmp_path_factory, pgshelf_bin):
     code = shelf.stop()
     assert crashed is None, f"pgshelf exited with {crashed} during the tests:\n{log}"
     assert code == 0, f"pgshelf exited with {code} on SIGTERM:\n{log}"
-
-
-@pytest.fixture
-def redis(redis_server):
-    """The module's Redis, running and answering again after each test."""
-    yield redis_server
-    redis_server.resume()
-    if not redis_server.alive():
-        redis_server.start()
 
 
 def qty(conn, sku: int) -> int:

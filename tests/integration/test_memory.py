@@ -23,13 +23,12 @@ from __future__ import annotations
 import concurrent.futures
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
 import rawwire
-from pgshelf_harness import pgshelf_sanitizers, wait_until
+from pgshelf_harness import RssSampler, pgshelf_sanitizers, wait_until
 
 ROWS = 1_000_000
 ROW_BYTES = 1000
@@ -46,31 +45,11 @@ def pg_options():
     return {"settings": {"max_connections": IDLE_CONNECTIONS + 100, "shared_buffers": "128MB"}}
 
 
-class RssWatch:
-    """Samples pgshelf's RSS every 50 ms while in the ``with`` block; no-op for direct targets."""
+class RssWatch(RssSampler):
+    """pgshelf's peak RSS while in the ``with`` block; no-op for direct targets."""
 
     def __init__(self, target) -> None:
-        self.shelf = target.endpoint if target.is_proxy else None
-        self.peak_kib = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_kib = max(self.peak_kib, self.shelf.rss_kib())
-            self.samples += 1
-            self._stop.wait(0.05)
-
-    def __enter__(self) -> "RssWatch":
-        if self.shelf:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.shelf:
-            self._stop.set()
-            self._thread.join(10)
+        super().__init__(target.endpoint if target.is_proxy else None)
 
     def assert_bounded(self, min_samples: int = 1) -> None:
         if self.shelf:
