@@ -123,8 +123,9 @@ def test_raw_cancel_request_key_mapping(target):
         assert conn.backend_key is not None
         pid, secret = conn.backend_key
 
-        # A wrong secret must cancel nothing: the short sleep completes normally.
-        conn.send(rawwire.query("SELECT pg_sleep(2), 'completed'"))
+        # A wrong secret must cancel nothing: the sleep completes normally
+        # (long enough for the poll of pg_stat_activity to see it running).
+        conn.send(rawwire.query("SELECT pg_sleep(5), 'completed'"))
         target.pg.wait_for_backends(sleeping(app))
         send_cancel(target, (pid, secret ^ 0x5A5A5A5A))
         messages = conn.recv_until_ready()
