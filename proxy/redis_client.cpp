@@ -325,16 +325,24 @@ awaitable<void> RedisClient::flush() {
     writing_ = false;
 }
 
+awaitable<void> RedisClient::wait_for_attempt(std::chrono::milliseconds limit) {
+    // Polled: the connection loop has no per-waiter signal, and this only
+    // runs while a connection is being made.
+    const std::uint64_t ended = attempts_ended_;
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    asio::steady_timer pause(executor_);
+    while (state_ != State::ready && state_ != State::stopped && attempts_ended_ == ended &&
+           std::chrono::steady_clock::now() < deadline) {
+        pause.expires_after(std::chrono::milliseconds(1));
+        co_await pause.async_wait(use_nothrow);
+    }
+}
+
 awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vector<RedisCommand> commands) {
     if (state_ == State::connecting || (state_ == State::disconnected && breaker_.state() == CircuitBreaker::State::closed)) {
         // Just started or reconnecting after a clean loss: give the
         // connection its connect timeout rather than failing at once.
-        asio::steady_timer pause(executor_);
-        const auto deadline = std::chrono::steady_clock::now() + timeouts_.connect;
-        while (state_ != State::ready && state_ != State::stopped && std::chrono::steady_clock::now() < deadline) {
-            pause.expires_after(std::chrono::milliseconds(5));
-            co_await pause.async_wait(use_nothrow);
-        }
+        co_await wait_for_attempt(timeouts_.connect);
     }
     if (state_ != State::ready || commands.empty() || !breaker_.allow(CircuitBreaker::clock::now())) {
         co_return std::nullopt;
@@ -348,16 +356,8 @@ awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute_urgent(st
         reconnect_wakeup_.cancel();
     }
     if (state_ == State::disconnected || state_ == State::connecting) {
-        // Until the attempt under way (or the one just asked for) ends: a
-        // refused connection costs the write next to nothing.
-        const std::uint64_t ended = attempts_ended_;
-        asio::steady_timer pause(executor_);
-        const auto deadline = std::chrono::steady_clock::now() + timeouts_.command;
-        while (state_ != State::ready && state_ != State::stopped && attempts_ended_ == ended &&
-               std::chrono::steady_clock::now() < deadline) {
-            pause.expires_after(std::chrono::milliseconds(1));
-            co_await pause.async_wait(use_nothrow);
-        }
+        // A refused connection ends the attempt, and the wait, at once.
+        co_await wait_for_attempt(timeouts_.command);
     }
     if (state_ != State::ready || commands.empty()) {
         co_return std::nullopt;

@@ -92,6 +92,9 @@ private:
     awaitable<void> read_loop();
     awaitable<void> flush();
     awaitable<std::optional<std::vector<RedisReply>>> send(std::vector<RedisCommand> commands);
+    // Until the link is ready, the connection attempt under way (or the
+    // next one) ends, or `limit` passes.
+    awaitable<void> wait_for_attempt(std::chrono::milliseconds limit);
     void fail_all();
     void record_failure();
 
