@@ -29,7 +29,7 @@ from typing import Callable, Iterable, TypeVar
 import psycopg2
 import pytest
 
-from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, Redis, client_env
+from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, PgShelf, Postgres, Redis, client_env
 
 T = TypeVar("T")
 
@@ -140,7 +140,7 @@ class StatementCounter:
     """
 
     def __init__(self, pg: Postgres) -> None:
-        self.conn = psycopg2.connect(pg.dsn(), connect_timeout=10)
+        self.conn = psycopg2.connect(pg.dsn(), connect_timeout=CONNECT_TIMEOUT)
         self.conn.autocommit = True
 
     def calls(self, pattern: str, dbname: str | None = None) -> int:
@@ -229,7 +229,7 @@ def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float 
 
 
 def connect(dsn: str, autocommit: bool = True, **kwargs) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(dsn, connect_timeout=10, **kwargs)
+    conn = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT, **kwargs)
     conn.autocommit = autocommit
     return conn
 

@@ -14,12 +14,12 @@ import psycopg2
 import pytest
 
 import rawwire
-from pgshelf_harness import PG_BINDIR, client_env
+from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, client_env
 
 
 def fetch_one(dsn: str, sql: str, params: tuple | None = None) -> tuple:
     """Runs one statement on a new psycopg2 connection and returns its first row."""
-    conn = psycopg2.connect(dsn, connect_timeout=10)
+    conn = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT)
     try:
         with conn.cursor() as cur:
             cur.execute(sql, params)

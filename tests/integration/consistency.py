@@ -713,7 +713,7 @@ def check(endpoints: list[Endpoint], *, scenario: str = "steady", duration: floa
 
 def setup_tables(direct_dsn: str) -> None:
     """Creates the checker's tables (idempotent), directly on PostgreSQL."""
-    conn = psycopg2.connect(direct_dsn, connect_timeout=10)
+    conn = psycopg2.connect(direct_dsn, connect_timeout=60)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -45,6 +45,9 @@ from typing import Callable, Iterable, Mapping
 PG_BINDIR = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
+# Seconds a test connection may take: it bounds a hang, not a speed (a
+# loaded 2-core CI machine has stalled a loopback connect for over 10 s).
+CONNECT_TIMEOUT = 60
 
 # One role per authentication method; pg_hba gives each its method.
 # The superuser ``postgres`` always connects with trust.
@@ -154,7 +157,7 @@ def query_string(params: Mapping[str, object]) -> str:
 def client_env(**extra: str) -> dict[str, str]:
     """Environment for client programs: no inherited PG* settings, UTF-8."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env.update(PGCLIENTENCODING="UTF8", LC_ALL="C.UTF-8", PGCONNECT_TIMEOUT="10")
+    env.update(PGCLIENTENCODING="UTF8", LC_ALL="C.UTF-8", PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
     env.update(extra)
     return env
 

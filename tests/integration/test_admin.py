@@ -36,7 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cache_support import (connect, counter, poll, query, reaches_server, redis_server, served_from_cache,
                            start_shelf, wait_for_hit, write_rules)
-from pgshelf_harness import PG_BINDIR, PASSWORDS, PgShelf, Postgres, Redis, client_env
+from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, PASSWORDS, PgShelf, Postgres, Redis, client_env
 from test_deploy import ALLOWED_METRICS
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
@@ -129,7 +129,7 @@ def psql(dsn: str, sql: str) -> subprocess.CompletedProcess:
 
 def console(shelf: PgShelf, sql: str, user: str = "postgres", password: str | None = None) -> list[dict]:
     """Rows of one console command, as dicts by column name, typed by psycopg2 (int8, float8, bool)."""
-    conn = psycopg2.connect(console_dsn(shelf, user, password), connect_timeout=10)
+    conn = psycopg2.connect(console_dsn(shelf, user, password), connect_timeout=CONNECT_TIMEOUT)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -470,7 +470,7 @@ ttl   = "60s"
 
 
 def test_console_from_drivers(shelf):
-    conn = psycopg2.connect(console_dsn(shelf), connect_timeout=10)
+    conn = psycopg2.connect(console_dsn(shelf), connect_timeout=CONNECT_TIMEOUT)
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
@@ -658,7 +658,8 @@ def test_json_logs_carry_no_secrets(pg, tmp_path):
                 finally:
                     conn.close()
             with pytest.raises(psycopg2.OperationalError):
-                psycopg2.connect(shelf.dsn(user="pw_user", password="wrong-password-77"), connect_timeout=10)
+                psycopg2.connect(shelf.dsn(user="pw_user", password="wrong-password-77"),
+                                 connect_timeout=CONNECT_TIMEOUT)
             config = {row["setting"]: row["value"] for row in console(shelf, "SHOW CONFIG")}
             assert redis_password not in config["redis.url"] and "***" in config["redis.url"], config["redis.url"]
             shelf.signal(signal.SIGTERM)

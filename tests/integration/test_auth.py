@@ -16,7 +16,7 @@ import psycopg2
 import pytest
 
 from clients import assert_same, connect_error
-from pgshelf_harness import PASSWORDS, ROLE_AUTH, wait_until
+from pgshelf_harness import CONNECT_TIMEOUT, PASSWORDS, ROLE_AUTH, wait_until
 
 PASSWORD_ROLES = [role for role, method in ROLE_AUTH.items() if method != "trust"]
 
@@ -29,7 +29,7 @@ async def asyncpg_error(dsn: str) -> asyncpg.PostgresError:
 
 @pytest.mark.parametrize("role", list(ROLE_AUTH))
 def test_right_password_connects_psycopg2(target, role):
-    with psycopg2.connect(target.dsn(user=role, password=PASSWORDS[role]), connect_timeout=10) as conn:
+    with psycopg2.connect(target.dsn(user=role, password=PASSWORDS[role]), connect_timeout=CONNECT_TIMEOUT) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT current_user, session_user, 6 * 7")
             assert cur.fetchone() == (role, role, 42)
@@ -69,7 +69,7 @@ def test_missing_password_rejected(target, direct, role):
 
 
 def test_trust_ignores_password(target):
-    with psycopg2.connect(target.dsn(user="trust_user", password="anything"), connect_timeout=10) as conn:
+    with psycopg2.connect(target.dsn(user="trust_user", password="anything"), connect_timeout=CONNECT_TIMEOUT) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT current_user")
             assert cur.fetchone() == ("trust_user",)

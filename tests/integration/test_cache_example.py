@@ -27,7 +27,7 @@ import psycopg2
 import pytest
 
 from cache_support import NODE_DIR, redis_server, start_shelf, write_rules
-from pgshelf_harness import REPO_ROOT, Redis, client_env, find_pgshelf_bin
+from pgshelf_harness import CONNECT_TIMEOUT, REPO_ROOT, Redis, client_env, find_pgshelf_bin
 
 __all__ = ["redis_server"]
 
@@ -116,7 +116,7 @@ def test_readme_tutorial_from_no_rules(pg, bot_db, tmp_path):
     redis = Redis()
     rules = write_rules(tmp_path, "")
     shelf = start_shelf(pg, redis, rules, log_level="info", PGSHELF_ADMIN_CONSOLE_USERS="postgres")
-    console = psycopg2.connect(shelf.dsn(dbname="pgshelf"), connect_timeout=10)
+    console = psycopg2.connect(shelf.dsn(dbname="pgshelf"), connect_timeout=CONNECT_TIMEOUT)
     console.autocommit = True
 
     def command(sql: str) -> list[dict]:

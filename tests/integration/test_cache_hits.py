@@ -28,6 +28,7 @@ import pytest
 import rawwire
 from cache_support import (connect, counter, psql_query, query, reaches_server, redis_server, run_node,
                            served_from_cache, start_shelf, wait_for_hit, write_rules)
+from pgshelf_harness import CONNECT_TIMEOUT
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
 
@@ -135,7 +136,7 @@ def test_transactions_hit_until_they_write(pg, cshelf, counter):
                          ids=["server-binding", "prepare", "binary", "binary-prepare"])
 def test_psycopg3(pg, cshelf, counter, grp, options):
     with psycopg.connect(pg.dsn(), autocommit=True) as direct, \
-            psycopg.connect(cshelf.dsn(), autocommit=True, connect_timeout=10) as proxied:
+            psycopg.connect(cshelf.dsn(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as proxied:
         expected = direct.execute(SQL_PYFORMAT, (grp,), **options).fetchall()
         assert len(expected) >= 5
         run = lambda: proxied.execute(SQL_PYFORMAT, (grp,), **options).fetchall()  # noqa: E731
@@ -155,7 +156,7 @@ def test_literal_and_parameter_share_one_entry(pg, cshelf, counter):
         wait_for_hit(counter, PATTERN, lambda: query(literal, SQL_PYFORMAT, (5,)), "psycopg2 literal")
     finally:
         literal.close()
-    with psycopg.connect(cshelf.dsn(), autocommit=True, connect_timeout=10) as bound:
+    with psycopg.connect(cshelf.dsn(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as bound:
         for options in ({}, {"prepare": True}):
             rows = served_from_cache(counter, PATTERN,
                                      lambda: bound.execute(SQL_PYFORMAT, (5,), **options).fetchall(),

@@ -23,7 +23,7 @@ import pytest
 
 import rawwire
 from clients import sleeping
-from pgshelf_harness import PG_BINDIR, Redis, client_env
+from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, Redis, client_env
 
 CANCEL_BOUND = 15  # seconds from cancel to the query's end, at most
 
@@ -54,7 +54,7 @@ def test_psql_sigint_cancels(target):
 
 def test_psycopg2_cancel(target, executor):
     app = f"it_pg2_cancel_{target.name}"
-    conn = psycopg2.connect(target.dsn(application_name=app), connect_timeout=10)
+    conn = psycopg2.connect(target.dsn(application_name=app), connect_timeout=CONNECT_TIMEOUT)
     try:
         def sleep():
             with conn.cursor() as cur:
@@ -76,7 +76,7 @@ def test_psycopg2_cancel(target, executor):
 
 def test_psycopg3_cancel(target, executor):
     app = f"it_pg3_cancel_{target.name}"
-    with psycopg.connect(target.dsn(application_name=app), connect_timeout=10, autocommit=True) as conn:
+    with psycopg.connect(target.dsn(application_name=app), connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
         future = executor.submit(conn.execute, "SELECT pg_sleep(30)")
         target.pg.wait_for_backends(sleeping(app))
         conn.cancel()
@@ -88,8 +88,8 @@ def test_psycopg3_cancel(target, executor):
 
 def test_cancel_hits_only_its_session(target, executor):
     victim_app, bystander_app = f"it_victim_{target.name}", f"it_bystander_{target.name}"
-    victim = psycopg2.connect(target.dsn(application_name=victim_app), connect_timeout=10)
-    bystander = psycopg2.connect(target.dsn(application_name=bystander_app), connect_timeout=10)
+    victim = psycopg2.connect(target.dsn(application_name=victim_app), connect_timeout=CONNECT_TIMEOUT)
+    bystander = psycopg2.connect(target.dsn(application_name=bystander_app), connect_timeout=CONNECT_TIMEOUT)
     try:
         def sleep(conn, seconds):
             with conn.cursor() as cur:

@@ -18,7 +18,7 @@ import asyncpg
 import psycopg2
 import pytest
 
-from pgshelf_harness import wait_until
+from pgshelf_harness import CONNECT_TIMEOUT, wait_until
 
 CLIENTS = 500
 QUERIES = 4
@@ -74,7 +74,7 @@ def test_connection_churn_leaks_no_descriptors(target):
     def churn(worker: int) -> int:
         done = 0
         for i in range(40):
-            conn = psycopg2.connect(target.dsn(application_name="it_churn"), connect_timeout=10)
+            conn = psycopg2.connect(target.dsn(application_name="it_churn"), connect_timeout=CONNECT_TIMEOUT)
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT %s::int + %s::int", (worker, i))

@@ -22,7 +22,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit

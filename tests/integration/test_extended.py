@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 import rawwire as w
+from pgshelf_harness import CONNECT_TIMEOUT
 
 INT4PL_OID = 177  # int4pl(int4, int4), fixed in pg_proc.dat
 
@@ -167,7 +168,7 @@ def test_raw_details(target):
 
 
 def test_psycopg3_pipeline_error_in_the_middle(target):
-    with psycopg.connect(target.dsn(), connect_timeout=10, autocommit=True) as conn:
+    with psycopg.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
         conn.execute("CREATE TEMP TABLE pe (v int)")
         with conn.pipeline() as pipeline:
             before = conn.execute("INSERT INTO pe VALUES (1)")
@@ -197,7 +198,7 @@ def test_psycopg3_pipeline_error_in_the_middle(target):
 
 
 def test_libpq_describe_prepared_and_portal(target):
-    with psycopg.connect(target.dsn(), connect_timeout=10) as conn:
+    with psycopg.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT) as conn:
         pgconn = conn.pgconn
         result = pgconn.prepare(b"st", b"SELECT $1::int8 AS big, $2::bytea AS raw, now() AS ts")
         assert result.status == psycopg.pq.ExecStatus.COMMAND_OK

@@ -67,7 +67,7 @@ import rawwire as w
 from cache_support import (ClientThreads, connect, counter, metric, poll, query, redis, redis_server,
                            start_shelf, wait_for_hit, write_rules)
 from clients import fetch_one, startup_error
-from pgshelf_harness import PgShelf, Postgres, RssSampler, wait_until
+from pgshelf_harness import CONNECT_TIMEOUT, PgShelf, Postgres, RssSampler, wait_until
 
 try:
     from pgshelf_harness import pgshelf_sanitizers
@@ -245,7 +245,7 @@ def test_postgres_restart_mid_transaction(via, rpg, phase):
             rpg.wait_for_backends(f"application_name = '{app}' AND state = 'active'")
         else:
             rpg.wait_for_backends(f"application_name = '{app}' AND state = 'idle in transaction'")
-            driver = psycopg2.connect(via.dsn(application_name=app + "_driver"), connect_timeout=10)
+            driver = psycopg2.connect(via.dsn(application_name=app + "_driver"), connect_timeout=CONNECT_TIMEOUT)
             with driver.cursor() as cur:
                 cur.execute("INSERT INTO fault_rows VALUES (%s)", (token + "-driver",))
         rpg.restart()

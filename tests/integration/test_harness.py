@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from clients import fetch_one
-from pgshelf_harness import (PASSWORDS, PgBouncer, Redis, RedisError, free_port, live_logs, make_tls_files,
+from pgshelf_harness import (CONNECT_TIMEOUT, PASSWORDS, PgBouncer, Redis, RedisError, free_port, live_logs, make_tls_files,
                              port_accepts)
 
 
@@ -30,7 +30,7 @@ def test_pgbouncer_session_pool(pg, auth_type):
                      "SELECT current_user, current_setting('port')::int") == ("scram_user", pg.port)
         if auth_type != "trust":
             with pytest.raises(psycopg2.OperationalError):
-                psycopg2.connect(bouncer.dsn(user="scram_user", password="wrong"), connect_timeout=10)
+                psycopg2.connect(bouncer.dsn(user="scram_user", password="wrong"), connect_timeout=CONNECT_TIMEOUT)
         directory = bouncer.dir
     assert not bouncer.alive() and not directory.exists()
 

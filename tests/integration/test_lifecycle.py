@@ -28,7 +28,7 @@ import psycopg2
 import pytest
 
 from clients import fetch_one, sleeping, startup_error
-from pgshelf_harness import PG_BINDIR, PgShelf, Postgres, client_env, free_port, port_accepts, wait_until
+from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, PgShelf, Postgres, client_env, free_port, port_accepts, wait_until
 
 SHUTDOWN_TIMEOUT_S = 8
 EXIT_MARGIN_S = 10  # scheduling slack on top of the shutdown timeout
@@ -79,7 +79,7 @@ def test_client_killed_mid_query(target):
 
 def test_server_restart_under_open_sessions(pgshelf_bin):
     with Postgres() as pg, PgShelf(pg, binary=pgshelf_bin) as shelf:
-        conn = psycopg2.connect(shelf.dsn(), connect_timeout=10)
+        conn = psycopg2.connect(shelf.dsn(), connect_timeout=CONNECT_TIMEOUT)
         conn.autocommit = True
         pg.restart()
         with pytest.raises(psycopg2.OperationalError):
@@ -93,7 +93,7 @@ def test_server_restart_under_open_sessions(pgshelf_bin):
 def test_sigterm_lets_running_query_finish(make_shelf, pg):
     shelf = make_shelf(shutdown_timeout=f"{SHUTDOWN_TIMEOUT_S}s")
     app = "it_sigterm_busy"
-    conn = psycopg2.connect(shelf.dsn(application_name=app), connect_timeout=10)
+    conn = psycopg2.connect(shelf.dsn(application_name=app), connect_timeout=CONNECT_TIMEOUT)
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             def long_query():
@@ -129,7 +129,7 @@ def fetch_one_on(conn, sql: str) -> object:
 def test_sigterm_with_lingering_session_exits_after_timeout(make_shelf, pg, in_transaction):
     shelf = make_shelf(shutdown_timeout="2s")
     app = f"it_sigterm_{'tx' if in_transaction else 'idle'}"
-    conn = psycopg2.connect(shelf.dsn(application_name=app), connect_timeout=10)
+    conn = psycopg2.connect(shelf.dsn(application_name=app), connect_timeout=CONNECT_TIMEOUT)
     conn.autocommit = not in_transaction
     try:
         with conn.cursor() as cur:

@@ -20,11 +20,12 @@ import psycopg2
 import psycopg2.extensions as ext
 import psycopg2.extras
 import pytest
+from pgshelf_harness import CONNECT_TIMEOUT
 
 
 @pytest.fixture
 def conn(target):
-    connection = psycopg2.connect(target.dsn(), connect_timeout=10, application_name="it_psycopg2")
+    connection = psycopg2.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT, application_name="it_psycopg2")
     yield connection
     connection.close()
 
@@ -36,7 +37,7 @@ def test_client_side_interpolation(conn, same_as_direct):
 
     def produce(target):
         psycopg2.extras.register_uuid()
-        with psycopg2.connect(target.dsn(), connect_timeout=10) as c, c.cursor() as cur:
+        with psycopg2.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT) as c, c.cursor() as cur:
             cur.execute("SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid, %s, %s, %s::jsonb",
                         values[:-1] + (psycopg2.extras.Json(values[-1]),))
             row = cur.fetchone()
@@ -101,7 +102,7 @@ def test_listen_notify_between_sessions(target, conn):
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute('LISTEN "it channel"')
-    sender = psycopg2.connect(target.dsn(), connect_timeout=10)
+    sender = psycopg2.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT)
     sender.autocommit = True
     try:
         with sender.cursor() as cur:

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 from psycopg import pq
 
-from pgshelf_harness import wait_until
+from pgshelf_harness import CONNECT_TIMEOUT, wait_until
 
 
 @pytest.fixture
 def conn(target):
-    with psycopg.connect(target.dsn(), connect_timeout=10, autocommit=True) as connection:
+    with psycopg.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT, autocommit=True) as connection:
         yield connection
 
 
@@ -68,7 +68,7 @@ def test_pipeline_many_statements(conn):
 
 def test_binary_results(conn, same_as_direct):
     def produce(target):
-        with psycopg.connect(target.dsn(), connect_timeout=10) as c:
+        with psycopg.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT) as c:
             cur = c.cursor(binary=True)
             cur.execute("SELECT 1::int2, 2::int4, 3::int8, 1.5::float8, 'txt'::text, '\\x01ff'::bytea, "
                         "'2024-02-29 12:00:00+00'::timestamptz, ARRAY[1, 2]::int4[], '{\"a\": 1}'::jsonb, "
@@ -115,7 +115,7 @@ def test_server_cursor(conn):
 
 def test_notifies(target, conn):
     conn.execute("LISTEN it_chan")
-    with psycopg.connect(target.dsn(), connect_timeout=10, autocommit=True) as other:
+    with psycopg.connect(target.dsn(), connect_timeout=CONNECT_TIMEOUT, autocommit=True) as other:
         other.execute("NOTIFY it_chan, 'one'")
         other.execute("NOTIFY it_chan, 'two'")
     received = []
