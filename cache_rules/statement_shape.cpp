@@ -22,10 +22,6 @@ const T& field_at(const ProtobufCMessage* msg, unsigned offset) {
     return *reinterpret_cast<const T*>(reinterpret_cast<const char*>(msg) + offset);
 }
 
-bool is(const ProtobufCMessage* msg, const ProtobufCMessageDescriptor& descriptor) {
-    return msg != nullptr && msg->descriptor == &descriptor;
-}
-
 // The message inside a Node (Node is a oneof wrapper), or nullptr.
 const ProtobufCMessage* unwrap(const PgQuery__Node* node) {
     if (node == nullptr || node->node_case == PG_QUERY__NODE__NODE__NOT_SET) {

@@ -133,7 +133,7 @@ Explanation explain(const cache_rules::RuleSet& rules, const ExplainInput& input
         out.statements.push_back({shape.kind, shape.tables_read, shape.tables_written});
     }
 
-    cache_rules::StatementAnalysis analysis{true, *shapes};
+    cache_rules::StatementAnalysis analysis{true, *shapes, cache_rules::first_settings_changing_call(*shapes)};
     const SessionFacts session{'I', false, false, input.database, input.role, 0, nullptr};
     out.plan = plan_request(rules, analysis, input.parameters, {}, session);
 
