@@ -34,7 +34,7 @@ from pgshelf_harness import CONNECT_TIMEOUT, PG_BINDIR, PgShelf, Postgres, Redis
 T = TypeVar("T")
 
 NODE_DIR = Path(__file__).parent / "node"
-HIT_TIMEOUT = 5.0  # seconds a new entry may take to be populated and hit
+HIT_TIMEOUT = 30.0  # seconds a new entry may take to be populated and hit (a bound against a hang)
 
 
 # --------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def start_shelf_pair(pg: Postgres, redis: Redis, rules: Path) -> tuple[PgShelf, 
 def metric(shelf: PgShelf, series: str) -> float:
     """Value of ``series`` (name and labels, e.g. 'x_total{outcome="ok"}') from the admin port's /metrics; 0 if absent."""
     address = shelf.env["PGSHELF_ADMIN_LISTEN"]
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as response:
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
         assert response.status == 200
         text = response.read().decode()
     for line in text.splitlines():

@@ -562,7 +562,7 @@ class PgShelf(_ManagedProcess):
     def __init__(self, upstream: Postgres | str, *, binary: str | Path | None = None, port: int | None = None,
                  upstream_params: Mapping[str, object] | None = None, workers: int = 2,
                  shutdown_timeout: str = "5s", tls_cert: Path | str | None = None, tls_key: Path | str | None = None,
-                 log_level: str = "info", env: Mapping[str, str] | None = None, start_timeout: float = 20) -> None:
+                 log_level: str = "info", env: Mapping[str, str] | None = None, start_timeout: float = 60) -> None:
         super().__init__()
         self.binary = Path(binary) if binary else find_pgshelf_bin()
         self.host = HOST
@@ -680,7 +680,7 @@ class PgBouncer(_ManagedProcess):
     def __init__(self, pg: Postgres, *, port: int | None = None, pool_mode: str = "session",
                  auth_type: str = "trust", users: Mapping[str, str] | None = None, pool_size: int = 20,
                  max_client_conn: int = 1000, settings: Mapping[str, object] | None = None,
-                 start_timeout: float = 20) -> None:
+                 start_timeout: float = 60) -> None:
         super().__init__()
         self.host = HOST
         self.port = port or free_port()
@@ -790,7 +790,7 @@ class Redis(_ManagedProcess):
 
     name = "redis"
 
-    def __init__(self, port: int | None = None, extra_args: Iterable[str] = (), start_timeout: float = 20) -> None:
+    def __init__(self, port: int | None = None, extra_args: Iterable[str] = (), start_timeout: float = 60) -> None:
         super().__init__()
         self.host = HOST
         self.port = port or free_port()

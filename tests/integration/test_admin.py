@@ -483,7 +483,7 @@ def test_console_from_drivers(shelf):
 
     async def with_asyncpg():
         # asyncpg: extended protocol, named statements, binary int8/float8/bool.
-        c = await asyncpg.connect(console_dsn(shelf), timeout=10)
+        c = await asyncpg.connect(console_dsn(shelf), timeout=CONNECT_TIMEOUT)
         try:
             rules = await c.fetch("SHOW RULES")
             clients = await c.fetch("SHOW CLIENTS")

@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from clients import sleeping
+from pgshelf_harness import CONNECT_TIMEOUT
 
 BOUND = 60  # seconds any single test's coroutine may take
 
@@ -31,7 +32,7 @@ def run(coro):
 
 
 async def connect(target, **kwargs) -> asyncpg.Connection:
-    return await asyncpg.connect(target.dsn(), timeout=10, **kwargs)
+    return await asyncpg.connect(target.dsn(), timeout=CONNECT_TIMEOUT, **kwargs)
 
 
 def test_binary_types(target, same_as_direct):

@@ -23,7 +23,7 @@ PASSWORD_ROLES = [role for role, method in ROLE_AUTH.items() if method != "trust
 
 async def asyncpg_error(dsn: str) -> asyncpg.PostgresError:
     with pytest.raises(asyncpg.PostgresError) as excinfo:
-        await asyncpg.connect(dsn, timeout=10)
+        await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
     return excinfo.value
 
 
@@ -39,7 +39,7 @@ def test_right_password_connects_psycopg2(target, role):
 @pytest.mark.parametrize("role", list(ROLE_AUTH))
 def test_right_password_connects_asyncpg(target, role):
     async def main():
-        conn = await asyncpg.connect(target.dsn(user=role, password=PASSWORDS[role]), timeout=10)
+        conn = await asyncpg.connect(target.dsn(user=role, password=PASSWORDS[role]), timeout=CONNECT_TIMEOUT)
         try:
             return await conn.fetchrow("SELECT current_user AS who, $1::int + 1 AS n", 41)
         finally:

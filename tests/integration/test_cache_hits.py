@@ -174,8 +174,8 @@ def test_asyncpg_binary_named_statements(pg, cshelf, counter):
         return loop.run_until_complete(asyncio.wait_for(coro, 30))
 
     try:
-        direct = run(asyncpg.connect(pg.dsn(), timeout=10))
-        proxied = run(asyncpg.connect(cshelf.dsn(), timeout=10))
+        direct = run(asyncpg.connect(pg.dsn(), timeout=CONNECT_TIMEOUT))
+        proxied = run(asyncpg.connect(cshelf.dsn(), timeout=CONNECT_TIMEOUT))
         try:
             expected = [tuple(r) for r in run(direct.fetch(SQL_PARAM, 6))]
             assert len(expected) >= 5

@@ -307,18 +307,18 @@ def test_healthcheck_script_against_a_real_pgshelf(tmp_path: Path):
            "PGSHELF_ADMIN_LISTEN": f"0.0.0.0:{admin}", "PGSHELF_PROXY_SHUTDOWN_TIMEOUT": "1s"}
     check_env = {"PATH": env["PATH"], "PGSHELF_ADMIN_LISTEN": env["PGSHELF_ADMIN_LISTEN"]}
     run = lambda *args, e=check_env: subprocess.run([str(script), *args], env=e, capture_output=True,  # noqa: E731
-                                                    timeout=20).returncode
+                                                    timeout=60).returncode
     assert run() != 0, "healthy while nothing listens"
     log = open(tmp_path / "pgshelf.log", "w")
     proc = subprocess.Popen([str(find_pgshelf_bin())], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_until(lambda: port_accepts(admin), 10)
+        wait_until(lambda: port_accepts(admin), 60)
         assert run() == 0, (tmp_path / "pgshelf.log").read_text()
         assert run("/no-such-page") != 0, "a 404 counted as healthy"
         assert run(e={"PATH": env["PATH"], "PGSHELF_ADMIN_LISTEN": "off"}) != 0, "healthy with the admin port off"
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
+        assert proc.wait(timeout=60) == 0
         log.close()
     assert run() != 0, "healthy after pgshelf exited"
 
@@ -465,10 +465,10 @@ def test_config_map_log_format_gives_json_lines(kube: dict[str, dict], tmp_path:
     proc = subprocess.Popen([str(find_pgshelf_bin()), "--config", str(config)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: port_accepts(admin), 10)
+        wait_until(lambda: port_accepts(admin), 60)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     lines = [line for line in out.splitlines() if line]
     assert len(lines) >= 2, out

@@ -221,7 +221,7 @@ def test_libpq_describe_prepared_and_portal(target):
 
 def test_asyncpg_executemany_error_half_way(target):
     async def main():
-        conn = await asyncpg.connect(target.dsn(), timeout=10)
+        conn = await asyncpg.connect(target.dsn(), timeout=CONNECT_TIMEOUT)
         try:
             await conn.execute("CREATE TEMP TABLE em (v int CHECK (v < 50))")
             with pytest.raises(asyncpg.CheckViolationError):

@@ -45,7 +45,7 @@ def test_redis_lifecycle():
         with pytest.raises(RedisError):
             redis.command("INCR", "k")
         redis.pause()
-        with socket.create_connection((redis.host, redis.port), timeout=5) as sock:
+        with socket.create_connection((redis.host, redis.port), timeout=30) as sock:
             sock.settimeout(0.5)
             sock.sendall(b"PING\r\n")
             with pytest.raises(socket.timeout):

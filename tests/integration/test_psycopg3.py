@@ -126,7 +126,7 @@ def test_notifies(target, conn):
         conn.execute("SELECT 1")
         return len(received) >= 2
 
-    wait_until(both_received, 10, 0.1, "notifications")
+    wait_until(both_received, 60, 0.1, "notifications")
     assert received == [("it_chan", "one"), ("it_chan", "two")]
 
 
