@@ -445,7 +445,11 @@ awaitable<void> ClientSession::client_to_server() {
             cut(pos);
         }
         if (!out.empty()) {
-            auto [write_ec, written] = co_await server_->write(out);
+            error_code write_ec;
+            const std::size_t sent = server_->write_now(out, write_ec);
+            if (!write_ec && sent < asio::buffer_size(out)) {
+                write_ec = std::get<0>(co_await server_->write_rest(out, sent));
+            }
             if (write_ec) {
                 note_end("server: " + write_ec.message());
                 co_return;
@@ -590,7 +594,12 @@ awaitable<void> ClientSession::server_to_client() {
             cut(pos);
         }
         if (!out.empty()) {
-            if (!co_await write_client(out) && invalidate_before == std::string_view::npos && !writes_in_flight()) {
+            std::size_t sent = 0;
+            std::optional<bool> written = write_client_at_once(out, sent);
+            if (!written) {
+                written = co_await write_client(out, sent);
+            }
+            if (!*written && invalidate_before == std::string_view::npos && !writes_in_flight()) {
                 co_return;
             }
         }
@@ -654,17 +663,41 @@ awaitable<void> ClientSession::drain_after_client_left() {
     }
 }
 
-awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers) {
+std::optional<bool> ClientSession::write_client_at_once(const std::vector<asio::const_buffer>& buffers,
+                                                        std::size_t& sent) {
+    sent = 0;
+    if (client_gone_) {
+        return false;
+    }
+    if (client_busy_) {
+        return std::nullopt;  // behind another writer: write_client queues it
+    }
+    error_code ec;
+    sent = client_->write_now(buffers, ec);
+    if (ec) {
+        note_end("client: " + ec.message());
+        client_gone_ = true;
+        return false;
+    }
+    if (sent == asio::buffer_size(buffers)) {
+        return true;
+    }
+    return std::nullopt;
+}
+
+awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers, std::size_t skip) {
     if (client_gone_) {
         co_return false;
     }
+    // With skip > 0 the caller sent the first bytes while nobody else was
+    // writing and has not suspended since, so the gate is still free.
     while (client_busy_) {
         asio::steady_timer wait(client_->socket().get_executor(), asio::steady_timer::time_point::max());
         client_waiters_.push_back(&wait);
         co_await wait.async_wait(use_nothrow);
     }
     client_busy_ = true;
-    auto [ec, written] = co_await client_->write(buffers);
+    auto [ec, written] = co_await client_->write_rest(buffers, skip);
     client_busy_ = false;
     if (!client_waiters_.empty()) {
         client_waiters_.front()->cancel();

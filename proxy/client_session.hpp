@@ -136,8 +136,13 @@ private:
     // server time, when it is a read no rule caches (for SHOW QUERIES).
     void record_server_time();
 
-    // Client writes from either loop go through this gate.
-    awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers);
+    // Client writes from either loop go through this gate; false once the
+    // client is gone. `skip`: bytes write_client_at_once already sent.
+    awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers, std::size_t skip = 0);
+    // The usual case of write_client without a coroutine frame: the result
+    // when the socket took everything at once (or the client is gone),
+    // nullopt when write_client(buffers, sent) must finish the job.
+    std::optional<bool> write_client_at_once(const std::vector<asio::const_buffer>& buffers, std::size_t& sent);
 
     awaitable<void> send_client_error(std::string_view severity, std::string_view sqlstate, std::string_view message);
     bool idle() const;

@@ -29,21 +29,42 @@ public:
     awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buffer);
     template <typename ConstBufferSequence>
     awaitable<std::tuple<error_code, std::size_t>> write(const ConstBufferSequence& buffers) {
-        if (tls_) {
-            co_return co_await asio::async_write(*tls_, buffers, use_nothrow);
-        }
-        // Almost every write fits in the socket's send buffer. Sending directly
-        // (non-blocking) finishes it without a completion posted through the
-        // scheduler, which would cost an extra epoll_wait per relayed message.
         error_code ec;
-        const std::size_t total = asio::buffer_size(buffers);
-        const std::size_t sent = send_now(buffers, ec);
-        if (sent == total || (ec && ec != asio::error::would_block)) {
+        const std::size_t sent = write_now(buffers, ec);
+        if (ec || sent == asio::buffer_size(buffers)) {
             co_return std::tuple{ec, sent};
         }
-        auto rest = remaining(buffers, sent);
-        auto [async_ec, async_sent] = co_await asio::async_write(socket_, rest, use_nothrow);
-        co_return std::tuple{async_ec, sent + async_sent};
+        co_return co_await write_rest(buffers, sent);
+    }
+
+    // The first half of write(), without suspending: sends what the socket
+    // takes now (plain TCP; nothing with TLS) and returns how much that was;
+    // `ec` is set on a failure, not when the socket is full. Almost every
+    // write fits in the socket's send buffer, so the relay loops call this
+    // directly and finish without a coroutine frame or a completion posted
+    // through the scheduler.
+    template <typename ConstBufferSequence>
+    std::size_t write_now(const ConstBufferSequence& buffers, error_code& ec) {
+        ec = {};
+        if (tls_) {
+            return 0;
+        }
+        const std::size_t sent = send_now(buffers, ec);
+        if (ec == asio::error::would_block) {
+            ec = {};
+        }
+        return sent;
+    }
+
+    // The second half: sends `buffers` from byte `skip` on, waiting for room.
+    template <typename ConstBufferSequence>
+    awaitable<std::tuple<error_code, std::size_t>> write_rest(const ConstBufferSequence& buffers, std::size_t skip) {
+        if (tls_) {
+            co_return co_await asio::async_write(*tls_, buffers, use_nothrow);  // write_now sent nothing
+        }
+        auto rest = remaining(buffers, skip);
+        auto [ec, sent] = co_await asio::async_write(socket_, rest, use_nothrow);
+        co_return std::tuple{ec, skip + sent};
     }
 
     // Closes the socket; pending operations complete with an error.
