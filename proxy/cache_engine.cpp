@@ -165,6 +165,10 @@ std::string cancel_key_name(std::string_view prefix, std::int32_t pid) {
 
 // Sessions end long before a day; DEL removes the key at the session's end.
 constexpr std::uint64_t cancel_key_ttl_ms = 24ull * 3600 * 1000;
+// Retraction of a cancel key: attempts, and the pause before attempt n + 1
+// (n × this; about 2 s in all while Redis stays unreachable).
+constexpr int retract_attempts = 6;
+constexpr std::chrono::milliseconds retract_pause{100};
 
 }  // namespace
 
@@ -189,11 +193,20 @@ void CacheEngine::retract_cancel_key(std::int32_t client_pid) {
     if (!redis_) {
         return;
     }
+    // Urgent, like an invalidation, and retried: slow replies under load
+    // open the circuit breaker, which resets the connection and drops what
+    // was queued on it, and a lost DEL leaves the key for its 24 h TTL.
     asio::co_spawn(executor_,
                    [redis = redis_, key = cancel_key_name(prefix_, client_pid)]() -> awaitable<void> {
-                       std::vector<RedisCommand> del;
-                       del.push_back({"DEL", key});
-                       co_await redis->execute(std::move(del));
+                       for (int attempt = 1; attempt <= retract_attempts; ++attempt) {
+                           std::vector<RedisCommand> del;
+                           del.push_back({"DEL", key});
+                           if (co_await redis->execute_urgent(std::move(del)) || attempt == retract_attempts) {
+                               co_return;
+                           }
+                           asio::steady_timer pause(co_await asio::this_coro::executor, retract_pause * attempt);
+                           co_await pause.async_wait(use_nothrow);
+                       }
                    },
                    asio::detached);
 }
