@@ -697,7 +697,8 @@ awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer
         co_await wait.async_wait(use_nothrow);
     }
     client_busy_ = true;
-    auto [ec, written] = co_await client_->write_rest(buffers, skip);
+    // Nothing sent yet: write() tries the socket at once before waiting.
+    auto [ec, written] = skip == 0 ? co_await client_->write(buffers) : co_await client_->write_rest(buffers, skip);
     client_busy_ = false;
     if (!client_waiters_.empty()) {
         client_waiters_.front()->cancel();
