@@ -49,14 +49,8 @@ ttl   = "3600s"
 """
 
 
-def load_harness():
-    sys.path.insert(0, str(REPO / "tests" / "integration"))
-    try:
-        import pgshelf_harness
-    finally:
-        sys.path.pop(0)
-    return pgshelf_harness
-
+sys.path.insert(0, str(BENCH_DIR))
+from passthrough import load_harness  # noqa: E402
 
 H = load_harness()
 

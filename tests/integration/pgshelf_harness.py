@@ -635,10 +635,6 @@ class PgShelf(_ManagedProcess):
         self.stop()
 
 
-# --------------------------------------------------------------------------
-# PgBouncer
-
-
 class RssSampler:
     """Peak RSS of a pgshelf, sampled every 50 ms in a thread while in the ``with`` block; no-op for None."""
 
@@ -664,6 +660,10 @@ class RssSampler:
         if self.shelf:
             self._stop.set()
             self._thread.join(10)
+
+
+# --------------------------------------------------------------------------
+# PgBouncer
 
 
 class PgBouncer(_ManagedProcess):

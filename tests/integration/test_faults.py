@@ -67,13 +67,7 @@ import rawwire as w
 from cache_support import (ClientThreads, connect, counter, metric, poll, query, redis, redis_server,
                            start_shelf, wait_for_hit, write_rules)
 from clients import fetch_one, startup_error
-from pgshelf_harness import CONNECT_TIMEOUT, PgShelf, Postgres, RssSampler, wait_until
-
-try:
-    from pgshelf_harness import pgshelf_sanitizers
-except ImportError:  # a harness without sanitizer builds
-    def pgshelf_sanitizers() -> frozenset[str]:
-        return frozenset()
+from pgshelf_harness import CONNECT_TIMEOUT, PgShelf, Postgres, RssSampler, pgshelf_sanitizers, wait_until
 
 __all__ = ["counter", "redis", "redis_server"]
 
