@@ -594,7 +594,7 @@ awaitable<void> ClientSession::server_to_client() {
             cut(pos);
         }
         if (!out.empty()) {
-            std::size_t sent = 0;
+            std::optional<std::size_t> sent;
             std::optional<bool> written = write_client_at_once(out, sent);
             if (!written) {
                 written = co_await write_client(out, sent);
@@ -664,8 +664,8 @@ awaitable<void> ClientSession::drain_after_client_left() {
 }
 
 std::optional<bool> ClientSession::write_client_at_once(const std::vector<asio::const_buffer>& buffers,
-                                                        std::size_t& sent) {
-    sent = 0;
+                                                        std::optional<std::size_t>& sent) {
+    sent.reset();
     if (client_gone_) {
         return false;
     }
@@ -679,26 +679,27 @@ std::optional<bool> ClientSession::write_client_at_once(const std::vector<asio::
         client_gone_ = true;
         return false;
     }
-    if (sent == asio::buffer_size(buffers)) {
+    if (*sent == asio::buffer_size(buffers)) {
         return true;
     }
     return std::nullopt;
 }
 
-awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers, std::size_t skip) {
+awaitable<bool> ClientSession::write_client(const std::vector<asio::const_buffer>& buffers,
+                                            std::optional<std::size_t> sent) {
     if (client_gone_) {
         co_return false;
     }
-    // With skip > 0 the caller sent the first bytes while nobody else was
-    // writing and has not suspended since, so the gate is still free.
+    // With `sent` the caller tried the socket while nobody else was writing
+    // and has not suspended since, so the gate is still free.
     while (client_busy_) {
         asio::steady_timer wait(client_->socket().get_executor(), asio::steady_timer::time_point::max());
         client_waiters_.push_back(&wait);
         co_await wait.async_wait(use_nothrow);
     }
     client_busy_ = true;
-    // Nothing sent yet: write() tries the socket at once before waiting.
-    auto [ec, written] = skip == 0 ? co_await client_->write(buffers) : co_await client_->write_rest(buffers, skip);
+    // Not tried yet: write() tries the socket at once before waiting.
+    auto [ec, written] = sent ? co_await client_->write_rest(buffers, *sent) : co_await client_->write(buffers);
     client_busy_ = false;
     if (!client_waiters_.empty()) {
         client_waiters_.front()->cancel();

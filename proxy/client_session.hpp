@@ -137,12 +137,15 @@ private:
     void record_server_time();
 
     // Client writes from either loop go through this gate; false once the
-    // client is gone. `skip`: bytes write_client_at_once already sent.
-    awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers, std::size_t skip = 0);
+    // client is gone. `sent`: what write_client_at_once already sent, when
+    // it tried the socket (then it is not tried again before waiting).
+    awaitable<bool> write_client(const std::vector<asio::const_buffer>& buffers,
+                                 std::optional<std::size_t> sent = std::nullopt);
     // The usual case of write_client without a coroutine frame: the result
     // when the socket took everything at once (or the client is gone),
     // nullopt when write_client(buffers, sent) must finish the job.
-    std::optional<bool> write_client_at_once(const std::vector<asio::const_buffer>& buffers, std::size_t& sent);
+    std::optional<bool> write_client_at_once(const std::vector<asio::const_buffer>& buffers,
+                                             std::optional<std::size_t>& sent);
 
     awaitable<void> send_client_error(std::string_view severity, std::string_view sqlstate, std::string_view message);
     bool idle() const;
