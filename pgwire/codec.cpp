@@ -23,9 +23,6 @@ namespace {
 
 using detail::BodyReader;
 
-// The length word is an Int32 on the wire; anything above is a negative length.
-constexpr std::size_t max_wire_length = std::numeric_limits<std::int32_t>::max();
-
 // Int32 length + Int32 code. SSLRequest/GSSENCRequest are exactly this,
 // CancelRequest adds two Int32s; longer packets fail as trailing_bytes.
 constexpr std::uint32_t min_startup_length = 8;
@@ -366,23 +363,6 @@ std::error_code decode_startup_body(std::int32_t code, BodyReader& r, StartupPac
 }
 
 }  // namespace
-
-DecodeResult peek_header(std::string_view in, FrameHeader& out, const Limits& limits) {
-    if (in.size() < frame_header_size) {
-        return need_more();
-    }
-    const std::uint32_t length = detail::load_u32(in.substr(1));
-    if (length < 4) {
-        return failed(CodecErrc::length_too_small);
-    }
-    // Judged on the header alone, so an oversized frame is refused before
-    // any of its body is buffered.
-    if (length > max_wire_length || length > limits.max_message_size) {
-        return failed(CodecErrc::message_too_large);
-    }
-    out = FrameHeader{in[0], length};
-    return decoded(frame_header_size);
-}
 
 DecodeResult decode_startup(std::string_view in, StartupPacket& out, const Limits& limits) {
     if (in.size() < 4) {

@@ -44,10 +44,57 @@ struct FrameHeader {
 };
 inline constexpr std::size_t frame_header_size = 5;
 
+// The length word is an Int32 on the wire; anything above is a negative length.
+inline constexpr std::size_t max_wire_length = 0x7fff'ffff;
+
+namespace detail {
+// The length word of the frame starting at `pos` (5 bytes must be there).
+inline std::uint32_t frame_length_at(std::string_view in, std::size_t pos) {
+    const auto byte = [&](std::size_t i) { return static_cast<std::uint32_t>(static_cast<unsigned char>(in[pos + i])); };
+    return (byte(1) << 24) | (byte(2) << 16) | (byte(3) << 8) | byte(4);
+}
+inline std::size_t max_frame_length(const Limits& limits) {
+    return limits.max_message_size < max_wire_length ? limits.max_message_size : max_wire_length;
+}
+}  // namespace detail
+
 // Reads the header of the next typed frame without needing its body.
 // ok (consumed = 5) once 5 bytes are present and the length is sane
 // (>= 4 and <= limits.max_message_size); the body may still be incomplete.
-DecodeResult peek_header(std::string_view in, FrameHeader& out, const Limits& limits = {});
+// Inline: relays call it for every frame.
+inline DecodeResult peek_header(std::string_view in, FrameHeader& out, const Limits& limits = {}) {
+    if (in.size() < frame_header_size) {
+        return {DecodeStatus::need_more, 0, {}};
+    }
+    const std::uint32_t length = detail::frame_length_at(in, 0);
+    if (length < 4) {
+        return {DecodeStatus::error, 0, make_error_code(CodecErrc::length_too_small)};
+    }
+    // Judged on the header alone, so an oversized frame is refused before
+    // any of its body is buffered.
+    if (length > detail::max_frame_length(limits)) {
+        return {DecodeStatus::error, 0, make_error_code(CodecErrc::message_too_large)};
+    }
+    out = FrameHeader{in[0], length};
+    return {DecodeStatus::ok, frame_header_size, {}};
+}
+
+// The offset past the whole frames starting at `pos` whose type `pass`
+// accepts; stops at the first frame that is incomplete, not accepted, or
+// whose length peek_header would refuse (it then reports why). For relays
+// that only forward most frames (DataRow) without decoding them.
+template <class Accept>
+std::size_t skip_whole_frames(std::string_view in, std::size_t pos, Accept pass, const Limits& limits = {}) {
+    const std::size_t max_length = detail::max_frame_length(limits);
+    while (in.size() - pos >= frame_header_size) {
+        const std::uint32_t length = detail::frame_length_at(in, pos);
+        if (length < 4 || length > max_length || in.size() - pos - 1 < length || !pass(in[pos])) {
+            break;
+        }
+        pos += std::size_t{length} + 1;
+    }
+    return pos;
+}
 
 // The first packet a client sends (no type byte). Rejects packets above
 // limits.max_startup_size and protocol major versions other than 3.

@@ -357,12 +357,20 @@ awaitable<void> ClientSession::client_to_server() {
         std::size_t held_frame_size = 0;
         bool failed = false;
         out.clear();
-        extra.clear();
+        if (!extra.empty()) {
+            extra.clear();
+        }
         auto cut = [&](std::size_t at) {
             if (at > segment_from) {
                 out.push_back(asio::buffer(data.data() + segment_from, at - segment_from));
             }
             segment_from = at;
+        };
+        // Forwards a frame: what has arrived goes now, the rest streams.
+        auto pass_on = [&](std::size_t frame, std::size_t available) {
+            const std::size_t take = std::min(frame, available);
+            pos += take;
+            streaming = frame - take;
         };
         while (pos < data.size()) {
             if (streaming > 0) {
@@ -391,7 +399,7 @@ awaitable<void> ClientSession::client_to_server() {
                     extra.push_back(release_batch());
                     out.push_back(asio::buffer(extra.back()));
                 }
-                streaming = frame;
+                pass_on(frame, available);
                 continue;
             }
             const bool whole = frame <= inspect_limit;
@@ -439,7 +447,7 @@ awaitable<void> ClientSession::client_to_server() {
                 held_frame_size = frame;
                 break;
             }
-            streaming = frame;  // forward, streaming what has not arrived yet
+            pass_on(frame, available);
         }
         if (held != Action::hold_query) {
             cut(pos);
@@ -523,7 +531,9 @@ awaitable<void> ClientSession::server_to_client() {
         std::size_t invalidate_before = std::string_view::npos;  // a held ReadyForQuery's offset
         bool failed = false;
         out.clear();
-        replacements.clear();
+        if (!replacements.empty()) {
+            replacements.clear();
+        }
         auto cut = [&](std::size_t at) {
             if (at > forwarded_from) {
                 out.push_back(asio::buffer(data.data() + forwarded_from, at - forwarded_from));
@@ -539,6 +549,13 @@ awaitable<void> ClientSession::server_to_client() {
                 pos += take;
                 streaming -= take;
                 continue;
+            }
+            if (!capture_) {
+                // Rows and the other frames nothing needs to look at, in one sweep.
+                pos = pgwire::skip_whole_frames(data, pos, [](char type) { return !backend_needs_inspection(type); });
+                if (pos == data.size()) {
+                    break;
+                }
             }
             pgwire::FrameHeader header;
             auto peeked = pgwire::peek_header(data.substr(pos), header);
@@ -588,7 +605,10 @@ awaitable<void> ClientSession::server_to_client() {
                 pos += frame;  // ReadyForQuery is small and whole
                 break;
             }
-            streaming = frame;
+            // What has arrived is passed on (and was captured above); the rest streams.
+            const std::size_t take = std::min(frame, available);
+            pos += take;
+            streaming = frame - take;
         }
         if (invalidate_before == std::string_view::npos) {
             cut(pos);

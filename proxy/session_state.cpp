@@ -15,38 +15,67 @@ namespace {
 
 // Settings effect of a statement text; the parse only runs when a cheap
 // scan says the text could touch settings at all.
-void attach_settings(SessionState::Pending& p, std::string_view sql, bool sql_complete) {
+void attach_settings(std::vector<SettingChange>& settings, bool& opaque, std::string_view sql, bool sql_complete) {
     if (!sql_complete) {
         // Only a prefix was seen; a huge statement is not a SET, but it
         // could call set_config().
-        p.settings_opaque = cache_rules::may_change_settings(sql);
+        opaque = cache_rules::may_change_settings(sql);
         return;
     }
     if (!cache_rules::may_change_settings(sql)) {
         return;
     }
     auto effect = cache_rules::analyze_settings(sql);
-    p.settings = std::move(effect.changes);
-    p.settings_opaque = effect.opaque;
+    settings = std::move(effect.changes);
+    opaque = effect.opaque;
+}
+
+// A new request's name; most are unnamed, and assigning an empty view
+// still costs a library call.
+void assign_name(std::string& to, std::string_view name) {
+    if (!name.empty()) {
+        to.assign(name);
+    }
 }
 
 }  // namespace
 
 // ------------------------------------------------------------ frontend
 
-void SessionState::push(Pending p) {
-    if (p.kind == RequestKind::sync) {
+void SessionState::statement_settings(std::string_view sql, bool sql_complete,
+                                      std::vector<SettingChange>& settings, bool& opaque) {
+    if (!sql_complete || sql.size() > settings_memo_max_text) {
+        attach_settings(settings, opaque, sql, sql_complete);
+        return;
+    }
+    for (const SettingsMemo& memo : settings_memo_) {
+        if (memo.sql == sql) {
+            settings = memo.settings;
+            opaque = memo.opaque;
+            return;
+        }
+    }
+    attach_settings(settings, opaque, sql, true);
+    SettingsMemo& memo = settings_memo_[settings_memo_next_];
+    settings_memo_next_ = (settings_memo_next_ + 1) % settings_memo_.size();
+    memo.sql.assign(sql);
+    memo.settings = settings;
+    memo.opaque = opaque;
+}
+
+SessionState::Pending& SessionState::add(RequestKind kind) {
+    if (kind == RequestKind::sync) {
         ++pending_syncs_;
     }
-    pending_.push_back(std::move(p));
+    return pending_.emplace_back(kind);  // built in place: Pending is not small
 }
 
 void SessionState::on_query(std::string_view sql, bool sql_complete) {
     if (skipping_to_sync_) {
         return;  // the server ignores everything up to Sync
     }
-    Pending p{RequestKind::query};
-    attach_settings(p, sql, sql_complete);
+    Pending& p = add(RequestKind::query);
+    attach_settings(p.settings, p.settings_opaque, sql, sql_complete);
     // A simple Query destroys the unnamed statement and the unnamed portal.
     if (auto it = statements_.find(""); it != statements_.end()) {
         p.previous_statement = std::make_unique<PreparedStatement>(std::move(it->second));
@@ -56,7 +85,6 @@ void SessionState::on_query(std::string_view sql, bool sql_complete) {
         p.previous_portal = std::make_unique<Portal>(std::move(it->second));
         portals_.erase(it);
     }
-    push(std::move(p));
 }
 
 void SessionState::on_parse(std::string_view name, std::string_view sql,
@@ -64,14 +92,13 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{RequestKind::parse};
-    p.name = name;
+    Pending& p = add(RequestKind::parse);
+    assign_name(p.name, name);
     if (auto it = statements_.find(p.name); it != statements_.end()) {
         if (sql_complete && it->second.sql == sql && it->second.param_types == param_types) {
             // The same text again (drivers re-Parse the unnamed statement for
             // every query): nothing to record, analyse or undo.
             p.unchanged = true;
-            push(std::move(p));
             return;
         }
         // Re-parsing a named statement fails on the server (42P05) and the
@@ -80,11 +107,10 @@ void SessionState::on_parse(std::string_view name, std::string_view sql,
     }
     // Settings changes of a prepared statement apply when it is executed;
     // analyse them once here rather than at every Execute.
-    Pending analysis{RequestKind::execute};
-    attach_settings(analysis, sql, sql_complete);
-    statements_[p.name] = PreparedStatement{sql_complete ? std::string(sql) : std::string{}, param_types,
-                                            std::move(analysis.settings), analysis.settings_opaque, !sql_complete};
-    push(std::move(p));
+    PreparedStatement& statement = statements_[p.name];
+    statement = PreparedStatement{sql_complete ? std::string(sql) : std::string{}, param_types, {}, false,
+                                  !sql_complete};
+    statement_settings(sql, sql_complete, statement.settings, statement.settings_opaque);
 }
 
 void SessionState::on_bind(std::string_view portal, std::string_view statement,
@@ -93,8 +119,8 @@ void SessionState::on_bind(std::string_view portal, std::string_view statement,
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{RequestKind::bind};
-    p.name = portal;
+    Pending& p = add(RequestKind::bind);
+    assign_name(p.name, portal);
     if (auto it = portals_.find(p.name); it != portals_.end()) {
         Portal& current = it->second;
         if (current.statement == statement && current.parameters == parameters &&
@@ -107,52 +133,47 @@ void SessionState::on_bind(std::string_view portal, std::string_view statement,
     } else {
         portals_.emplace(p.name, Portal{std::string(statement), std::move(parameters), std::move(result_formats)});
     }
-    push(std::move(p));
 }
 
 void SessionState::on_injected_parse(std::string_view sql, const std::vector<std::uint32_t>& param_types) {
-    Pending p{RequestKind::parse};
+    Pending& p = add(RequestKind::parse);
     p.injected = true;
     if (auto it = statements_.find(""); it != statements_.end()) {
         p.previous_statement = std::make_unique<PreparedStatement>(it->second);
     }
-    Pending analysis{RequestKind::execute};
-    attach_settings(analysis, sql, true);
-    statements_[""] = PreparedStatement{std::string(sql), param_types, std::move(analysis.settings),
-                                        analysis.settings_opaque};
-    push(std::move(p));
+    PreparedStatement& statement = statements_[""];
+    statement = PreparedStatement{std::string(sql), param_types, {}, false, false};
+    statement_settings(sql, true, statement.settings, statement.settings_opaque);
 }
 
 void SessionState::on_describe(char kind, std::string_view name) {
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{kind == 'S' ? RequestKind::describe_statement : RequestKind::describe_portal};
-    p.name = name;
-    push(std::move(p));
+    Pending& p = add(kind == 'S' ? RequestKind::describe_statement : RequestKind::describe_portal);
+    assign_name(p.name, name);
 }
 
 void SessionState::on_execute(std::string_view portal, std::int32_t max_rows) {
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{RequestKind::execute};
-    p.name = portal;
+    Pending& p = add(RequestKind::execute);
+    assign_name(p.name, portal);
     if (const Portal* bound = this->portal(portal)) {
         if (const PreparedStatement* stmt = statement(bound->statement)) {
             p.settings = stmt->settings;
             p.settings_opaque = stmt->settings_opaque;
         }
     }
-    push(std::move(p));
 }
 
 void SessionState::on_close(char kind, std::string_view name) {
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{RequestKind::close};
-    p.name = name;
+    Pending& p = add(RequestKind::close);
+    assign_name(p.name, name);
     p.statement_kind = kind == 'S';
     if (p.statement_kind) {
         if (auto it = statements_.find(p.name); it != statements_.end()) {
@@ -163,21 +184,19 @@ void SessionState::on_close(char kind, std::string_view name) {
         p.previous_portal = std::make_unique<Portal>(std::move(it->second));
         portals_.erase(it);
     }
-    push(std::move(p));
 }
 
 void SessionState::on_sync() {
     skipping_to_sync_ = false;
-    push(Pending{RequestKind::sync});
+    add(RequestKind::sync);
 }
 
 void SessionState::on_function_call() {
     if (skipping_to_sync_) {
         return;
     }
-    Pending p{RequestKind::function_call};
+    Pending& p = add(RequestKind::function_call);
     p.settings_opaque = true;  // any function may call set_config()
-    push(std::move(p));
 }
 
 void SessionState::complete_locally() {

@@ -12,6 +12,7 @@
 // next Sync. See https://www.postgresql.org/docs/15/protocol-flow.html
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -176,7 +177,12 @@ public:
     const std::optional<BackendKey>& backend_key() const { return backend_key_; }
 
 private:
-    void push(Pending p);
+    Pending& add(RequestKind kind);
+    // The settings effect of a statement text, analysed once per text for
+    // the last few texts (drivers re-Parse the unnamed statement with a
+    // handful of texts in turn; the scan costs more than the relay).
+    void statement_settings(std::string_view sql, bool sql_complete,
+                            std::vector<cache_rules::SettingChange>& settings, bool& opaque);
     // Completes the oldest request if it is one of `kinds`, else counts a desync.
     bool complete_front(std::initializer_list<RequestKind> kinds);
     void undo(const Pending& p);
@@ -192,6 +198,15 @@ private:
     bool transaction_failed_ = false;
     bool saw_rollback_ = false;
     bool describe_statement_got_parameters_ = false;
+
+    struct SettingsMemo {
+        std::string sql;  // empty: unused (an empty text changes nothing anyway)
+        std::vector<cache_rules::SettingChange> settings;
+        bool opaque = false;
+    };
+    static constexpr std::size_t settings_memo_max_text = 2048;
+    std::array<SettingsMemo, 4> settings_memo_{};
+    std::size_t settings_memo_next_ = 0;
 
     std::unordered_map<std::string, PreparedStatement> statements_;
     std::unordered_map<std::string, Portal> portals_;

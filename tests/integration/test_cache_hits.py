@@ -41,6 +41,13 @@ name  = "items"
 query = "SELECT id, name, price, tags, created, payload FROM hit_items WHERE grp = $1 AND kind = 'book' ORDER BY id"
 key   = "items:{grp}"
 ttl   = "120s"
+
+[[cache]]
+name  = "big_items"
+query = "SELECT id, body FROM hit_big WHERE grp = $1 ORDER BY id"
+key   = "big:{grp}"
+ttl   = "120s"
+max_entry_size = "8MB"
 """
 
 SQL_PARAM = "SELECT id, name, price, tags, created, payload FROM hit_items WHERE grp = $1 AND kind = 'book' ORDER BY id"
@@ -61,6 +68,8 @@ def cshelf(pg, redis_server, tmp_path_factory):
                i * 1.25, ARRAY['t' || i % 3, NULL], date '2026-01-01' + i, jsonb_build_object('i', i, 'x', ARRAY[i])
         FROM generate_series(1, {GROUPS * 8}) AS i;
         CREATE TABLE hit_other (id int);
+        CREATE TABLE hit_big (id int PRIMARY KEY, grp int NOT NULL, body text NOT NULL);
+        INSERT INTO hit_big SELECT i, i % 2, repeat(md5(i::text), 1 + i % 13) FROM generate_series(1, 12000) AS i;
     """)
     rules = write_rules(tmp_path_factory.mktemp("rules"), RULES)
     proxy = start_shelf(pg, redis_server, rules)
@@ -362,6 +371,24 @@ def test_binary_and_text_results_are_separate_entries(pg, cshelf, counter):
         rows_only = served_from_cache(counter, PATTERN, lambda: extended(proxied, 15, describe=False),
                                       "text without Describe", times=1)[0]
         assert rows_only == [m for m in text_expected if m[0] != b"T"]
+
+
+def test_result_spanning_many_reads_is_stored_whole(pg, cshelf, counter):
+    """A result of megabytes arrives in many reads, with rows split between them: the hit equals it."""
+    sql = "SELECT id, body FROM hit_big WHERE grp = 1 ORDER BY id"
+    expected = psql_query(pg.dsn(), sql)
+    assert len(expected) > 1_000_000
+    assert wait_for_hit(counter, "%hit_big%", lambda: psql_query(cshelf.dsn(), sql), "a result of megabytes") == expected
+    # Byte for byte, frame by frame. (A hit this large can miss Redis's
+    # command timeout on a loaded machine and go to PostgreSQL instead:
+    # hence wait_for_hit, not a fixed count of hits.)
+    def raw(conn: rawwire.Conn) -> list:
+        conn.send(rawwire.query(sql))
+        return conn.recv_until_ready()
+
+    with rawwire.Conn.connect(pg.host, pg.port) as direct, rawwire.Conn.connect(cshelf.host, cshelf.port) as proxied:
+        expected_frames = raw(direct)
+        assert wait_for_hit(counter, "%hit_big%", lambda: raw(proxied), "raw protocol") == expected_frames
 
 
 def test_partial_fetch_goes_to_the_server(pg, cshelf, counter):

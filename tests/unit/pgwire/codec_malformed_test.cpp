@@ -351,6 +351,47 @@ TEST(PeekHeader, RejectsBadLengths) {
     EXPECT_EQ(peek_header(frame_with_length('Q', 101, ""), h, limits).ec, CodecErrc::message_too_large);
 }
 
+// ---------------------------------------------------------------- skip_whole_frames
+
+namespace {
+bool not_ready(char type) { return type != 'Z'; }
+}  // namespace
+
+TEST(SkipWholeFrames, SkipsAcceptedWholeFramesOnly) {
+    const std::string rows = frame('D', be16(1) + be32(1) + "a") + frame('D', be16(0));
+    const std::string ready = frame('Z', "I");
+    EXPECT_EQ(skip_whole_frames(rows + ready, 0, not_ready), rows.size());
+    EXPECT_EQ(skip_whole_frames(rows, 0, not_ready), rows.size());
+    EXPECT_EQ(skip_whole_frames(rows + ready, rows.size(), not_ready), rows.size());
+    EXPECT_EQ(skip_whole_frames(ready + rows, 0, not_ready), 0u);
+    // An incomplete frame (at every cut) stops the sweep where it starts.
+    for (std::size_t cut = 1; cut < ready.size() + rows.size(); ++cut) {
+        const std::string in = (rows + rows).substr(0, rows.size() + cut % rows.size());
+        const std::size_t at = skip_whole_frames(in, 0, not_ready);
+        EXPECT_LE(at, in.size());
+        FrameHeader h;
+        if (at < in.size()) {
+            const DecodeResult r = peek_header(in.substr(at), h);
+            EXPECT_TRUE(r.status == DecodeStatus::need_more || in.size() - at < h.frame_size()) << cut;
+        }
+    }
+}
+
+TEST(SkipWholeFrames, StopsAtLengthsPeekHeaderRefuses) {
+    for (const std::int32_t bad : {3, 0, -1}) {
+        const std::string in = frame('D', be16(0)) + frame_with_length('D', bad, std::string(8, 'x'));
+        const std::size_t at = skip_whole_frames(in, 0, not_ready);
+        EXPECT_EQ(at, frame('D', be16(0)).size()) << bad;
+        FrameHeader h;
+        EXPECT_EQ(peek_header(in.substr(at), h).status, DecodeStatus::error) << bad;
+    }
+    Limits limits;
+    limits.max_message_size = 6;
+    const std::string big = frame('D', be16(1) + be32(0));  // length 10
+    EXPECT_EQ(skip_whole_frames(big, 0, not_ready, limits), 0u);
+    EXPECT_EQ(skip_whole_frames(big, 0, not_ready), big.size());
+}
+
 // ---------------------------------------------------------------- `out` on failure
 
 TEST(ErrorPath, OutIsUntouchedOnErrorAndNeedMore) {
