@@ -1,10 +1,11 @@
 // Pipelined Redis connection; see redis_client.hpp.
 #include "proxy/redis_client.hpp"
 
+#include <array>
+#include <charconv>
+
 #include "proxy/config.hpp"
 #include "proxy/logging.hpp"
-
-#include <charconv>
 
 #include <spdlog/spdlog.h>
 
@@ -75,16 +76,27 @@ std::string parse_redis_url(std::string_view url, RedisEndpoint& out) {
 }
 
 void format_command(const RedisCommand& command, std::string& out) {
-    std::vector<const char*> argv;
-    std::vector<size_t> lengths;
-    argv.reserve(command.size());
-    lengths.reserve(command.size());
-    for (const std::string& arg : command) {
-        argv.push_back(arg.data());
-        lengths.push_back(arg.size());
+    // Commands on the hit path have a handful of arguments: no allocation
+    // for the argument table then.
+    constexpr std::size_t inline_args = 8;
+    std::array<const char*, inline_args> argv_inline;
+    std::array<size_t, inline_args> lengths_inline;
+    std::vector<const char*> argv_heap;
+    std::vector<size_t> lengths_heap;
+    const char** argv = argv_inline.data();
+    size_t* lengths = lengths_inline.data();
+    if (command.size() > inline_args) {
+        argv_heap.resize(command.size());
+        lengths_heap.resize(command.size());
+        argv = argv_heap.data();
+        lengths = lengths_heap.data();
+    }
+    for (std::size_t i = 0; i < command.size(); ++i) {
+        argv[i] = command[i].data();
+        lengths[i] = command[i].size();
     }
     char* formatted = nullptr;
-    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(), lengths.data());
+    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(command.size()), argv, lengths);
     if (n > 0) {
         out.append(formatted, static_cast<std::size_t>(n));
     }
@@ -307,6 +319,30 @@ awaitable<void> RedisClient::read_loop() {
     }
 }
 
+bool RedisClient::send_now() {
+    // What the socket takes at once goes without a coroutine of its own:
+    // on the hit path, that is every request.
+    if (state_ != State::ready) {
+        return false;
+    }
+    error_code ec;
+    if (!socket_->non_blocking()) {
+        socket_->non_blocking(true, ec);
+        if (ec) {
+            return false;
+        }
+    }
+    const std::size_t sent = socket_->send(asio::buffer(out_), 0, ec);
+    if (ec && ec != asio::error::would_block) {
+        // As flush() does: the read loop ends and the connection loop fails the waiters.
+        error_code ignored;
+        socket_->close(ignored);
+        return true;
+    }
+    out_.erase(0, sent);
+    return out_.empty();
+}
+
 awaitable<void> RedisClient::flush() {
     auto self = shared_from_this();
     writing_ = true;
@@ -374,7 +410,7 @@ awaitable<std::optional<std::vector<RedisReply>>> RedisClient::send(std::vector<
         format_command(command, out_);
     }
     waiting_.push_back(request);
-    if (!writing_) {
+    if (!writing_ && !send_now()) {
         asio::co_spawn(executor_, flush(), asio::detached);
     }
     co_await request->done->async_wait(use_nothrow);

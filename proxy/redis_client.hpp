@@ -90,6 +90,9 @@ private:
     }
     awaitable<bool> handshake();
     awaitable<void> read_loop();
+    // Sends out_ now as far as the socket takes it; true when nothing is
+    // left for flush() to do.
+    bool send_now();
     awaitable<void> flush();
     awaitable<std::optional<std::vector<RedisReply>>> send(std::vector<RedisCommand> commands);
     // Until the link is ready, the connection attempt under way (or the
