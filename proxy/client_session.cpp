@@ -50,6 +50,14 @@ bool backend_needs_inspection(char type) {
     }
 }
 
+// Forwards a frame of which `available` bytes are at `pos`: those go with
+// this write, the rest streams with the next reads.
+void pass_on(std::size_t frame, std::size_t available, std::size_t& pos, std::size_t& streaming) {
+    const std::size_t take = std::min(frame, available);
+    pos += take;
+    streaming = frame - take;
+}
+
 // Leading C string of a message prefix (names of Parse and Bind), or
 // nullopt when the prefix ends first.
 std::optional<std::string_view> leading_cstring(std::string_view body, std::size_t& offset) {
@@ -366,12 +374,6 @@ awaitable<void> ClientSession::client_to_server() {
             }
             segment_from = at;
         };
-        // Forwards a frame: what has arrived goes now, the rest streams.
-        auto pass_on = [&](std::size_t frame, std::size_t available) {
-            const std::size_t take = std::min(frame, available);
-            pos += take;
-            streaming = frame - take;
-        };
         while (pos < data.size()) {
             if (streaming > 0) {
                 const std::size_t take = std::min(streaming, data.size() - pos);
@@ -399,7 +401,7 @@ awaitable<void> ClientSession::client_to_server() {
                     extra.push_back(release_batch());
                     out.push_back(asio::buffer(extra.back()));
                 }
-                pass_on(frame, available);
+                pass_on(frame, available, pos, streaming);
                 continue;
             }
             const bool whole = frame <= inspect_limit;
@@ -447,7 +449,7 @@ awaitable<void> ClientSession::client_to_server() {
                 held_frame_size = frame;
                 break;
             }
-            pass_on(frame, available);
+            pass_on(frame, available, pos, streaming);
         }
         if (held != Action::hold_query) {
             cut(pos);
@@ -605,10 +607,7 @@ awaitable<void> ClientSession::server_to_client() {
                 pos += frame;  // ReadyForQuery is small and whole
                 break;
             }
-            // What has arrived is passed on (and was captured above); the rest streams.
-            const std::size_t take = std::min(frame, available);
-            pos += take;
-            streaming = frame - take;
+            pass_on(frame, available, pos, streaming);  // (what has arrived was captured above)
         }
         if (invalidate_before == std::string_view::npos) {
             cut(pos);

@@ -391,6 +391,29 @@ def test_result_spanning_many_reads_is_stored_whole(pg, cshelf, counter):
         assert wait_for_hit(counter, "%hit_big%", lambda: raw(proxied), "raw protocol") == expected_frames
 
 
+def test_large_result_in_binary_over_the_extended_protocol(pg, cshelf, counter):
+    """The same result in binary, Parse/Bind/Execute (asyncpg): stored whole and answered identically."""
+    sql = "SELECT id, body FROM hit_big WHERE grp = $1 ORDER BY id"
+    loop = asyncio.new_event_loop()
+
+    def run(coro):
+        return loop.run_until_complete(asyncio.wait_for(coro, 60))
+
+    try:
+        direct = run(asyncpg.connect(pg.dsn(), timeout=CONNECT_TIMEOUT))
+        proxied = run(asyncpg.connect(cshelf.dsn(), timeout=CONNECT_TIMEOUT))
+        try:
+            expected = [tuple(r) for r in run(direct.fetch(sql, 0))]
+            assert len(expected) == 6000
+            fetch = lambda: [tuple(r) for r in run(proxied.fetch(sql, 0))]  # noqa: E731
+            assert wait_for_hit(counter, "%hit_big%", fetch, "asyncpg, a result of megabytes") == expected
+        finally:
+            run(direct.close())
+            run(proxied.close())
+    finally:
+        loop.close()
+
+
 def test_partial_fetch_goes_to_the_server(pg, cshelf, counter):
     """Execute with a row limit is never answered from the cache, even when the entry exists."""
     with rawwire.Conn.connect(pg.host, pg.port) as direct, rawwire.Conn.connect(cshelf.host, cshelf.port) as proxied:
