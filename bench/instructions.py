@@ -10,6 +10,9 @@ Targets: PgBouncer (session pooling) and pgshelf without rules (the
 passthrough path), and pgshelf with a rule caching the statement, one
 client asking for the same row (the hit path). pg_stat_statements shows how
 many of the statements reached PostgreSQL (1.00 passthrough, 0.00 hits).
+With --workload mix, each pgbench transaction is bench/mix.sql (a point
+select, a 10-row range select and a 10-row join): passthrough cost per
+transaction, where results have several rows.
 
 Run through bench/instructions (which builds pgshelf first); see
 bench/README.md.
@@ -156,7 +159,11 @@ class Proxy:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--binary", default=str(REPO / "build-bench" / "app" / "pgshelf"))
-    parser.add_argument("--statements", default="200,1200", help="N1,N2: statements of the two runs")
+    parser.add_argument("--statements", default="200,1200",
+                        help="N1,N2: statements (transactions with --workload mix) of the two runs")
+    parser.add_argument("--workload", choices=["point", "mix"], default="point",
+                        help="point: one point select per transaction (default); mix: bench/mix.sql, "
+                             "passthrough targets only")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--json", help="results file (default bench/results/instructions-<time>.json)")
@@ -171,6 +178,11 @@ def main() -> int:
         parser.error("valgrind is missing: apt-get install valgrind")
     modes = args.modes.split(",")
     targets = args.targets.split(",")
+    if args.workload == "mix" and "pgshelf-hit" in targets:
+        if args.targets != parser.get_default("targets"):
+            parser.error("--workload mix measures passthrough: targets pgbouncer and pgshelf")
+        targets.remove("pgshelf-hit")
+    unit = "transaction" if args.workload == "mix" else "statement"
     for name in modes + targets:
         if name not in MODES + TARGETS:
             parser.error(f"unknown mode or target {name!r}")
@@ -183,7 +195,10 @@ def main() -> int:
         hit_script = workdir / "hit.sql"
         hit_script.write_text(f"\\set aid 4242\n{STATEMENT}\n")
         miss_script = workdir / "point.sql"
-        miss_script.write_text(f"\\set aid random(1, 100000)\n{STATEMENT}\n")
+        if args.workload == "mix":
+            miss_script.write_text((BENCH_DIR / "mix.sql").read_text().replace(":scale", "1"))  # pgbench -i -s 1
+        else:
+            miss_script.write_text(f"\\set aid random(1, 100000)\n{STATEMENT}\n")
         with H.Postgres() as pg, H.Redis() as redis:
             subprocess.run([str(PG_BIN / "pgbench"), "-i", "-s", "1", "-q", pg.dsn()], env=H.client_env(),
                            check=True, capture_output=True, timeout=300)
@@ -204,7 +219,7 @@ def main() -> int:
                             totals.append(proxy.stop())
                     m = Measurement(target, mode, totals, [n1, n2], executions)
                     results.append(m)
-                    print(f"{TARGET_LABEL[target]:34s} {mode:9s} {m.per_statement:9,.0f} instructions/statement"
+                    print(f"{TARGET_LABEL[target]:34s} {mode:9s} {m.per_statement:9,.0f} instructions/{unit}"
                           f"  server executions/statement {m.server_share:.2f}", flush=True)
         if args.keep:
             keep = Path(args.keep)
@@ -213,11 +228,11 @@ def main() -> int:
                 if path.name.startswith("callgrind.") or path.suffix == ".log":
                     shutil.copy(path, keep / path.name)
     print()
-    print(table(results, modes, targets, n1, n2, started))
+    print(table(results, modes, targets, n1, n2, started, args.workload))
     out = Path(args.json) if args.json else BENCH_DIR / "results" / f"instructions-{started:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "started": started.isoformat(), "statements": [n1, n2], "binary": args.binary,
+        "started": started.isoformat(), "workload": args.workload, "statements": [n1, n2], "binary": args.binary,
         "results": [dict(asdict(m), per_statement=m.per_statement, server_share=m.server_share) for m in results],
     }, indent=2))
     print(f"\nresults: {out}")
@@ -225,9 +240,11 @@ def main() -> int:
 
 
 def table(results: list[Measurement], modes: list[str], targets: list[str], n1: int, n2: int,
-          started: dt.datetime) -> str:
+          started: dt.datetime, workload: str = "point") -> str:
     by_key = {(m.target, m.mode): m for m in results}
-    lines = [f"Instructions per statement (callgrind), one pgbench client, runs of {n1} and {n2} statements; "
+    what = "transaction of bench/mix.sql (3 statements)" if workload == "mix" else "statement"
+    runs = "transactions" if workload == "mix" else "statements"
+    lines = [f"Instructions per {what} (callgrind), one pgbench client, runs of {n1} and {n2} {runs}; "
              f"{started:%Y-%m-%d %H:%M} UTC",
              "",
              "| target | " + " | ".join(f"-M {mode}" for mode in modes) + " | reached PostgreSQL |",

@@ -460,7 +460,7 @@ def machine_info(binary: Path) -> dict:
                 cpu = line.split(":", 1)[1].strip()
                 break
     commit = cmd_out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = cmd_out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+    dirty = cmd_out(["git", "-C", str(REPO), "diff", "--name-only", "HEAD"])  # tracked files, staged or not
     built = "?"
     if binary.is_file():
         mtime = binary.stat().st_mtime
@@ -479,7 +479,7 @@ def machine_info(binary: Path) -> dict:
         "pgbouncer": (cmd_out(["pgbouncer", "--version"]).splitlines() or ["?"])[0],
         "pgbench": cmd_out(["pgbench", "--version"]),
         "pgshelf": f"built {built} from the tree at {commit}"
-                   + (f" with uncommitted changes to {', '.join(l[3:] for l in dirty.splitlines())}" if dirty else ""),
+                   + (f" with uncommitted changes to {', '.join(dirty.splitlines())}" if dirty else ""),
     }
 
 
