@@ -78,7 +78,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::read_entry(const EntryAddres
     auto replies = co_await execute(lookup_commands(where, global_key_));
     std::optional<LookupResult> result;
     if (replies) {
-        result = parse_lookup(*replies);
+        result = parse_lookup(std::move(*replies));
     }
     if (!result) {
         runtime_.counters().redis_errors++;

@@ -77,6 +77,13 @@ std::optional<std::string> string_reply(const redisReply* r) {
     return std::nullopt;
 }
 
+std::optional<std::string_view> string_view_reply(const redisReply* r) {
+    if (r != nullptr && r->type == REDIS_REPLY_STRING) {
+        return std::string_view(r->str, r->len);
+    }
+    return std::nullopt;
+}
+
 }  // namespace
 
 std::string version_key(std::string_view prefix, std::string_view rendered) {
@@ -113,7 +120,7 @@ std::vector<RedisCommand> lookup_commands(const EntryAddress& address, std::stri
             {"MGET", address.rule_generation_key, std::string(global_key)}};
 }
 
-std::optional<LookupResult> parse_lookup(const std::vector<RedisReply>& replies) {
+std::optional<LookupResult> parse_lookup(std::vector<RedisReply> replies) {
     if (replies.size() != 2) {
         return std::nullopt;
     }
@@ -127,11 +134,12 @@ std::optional<LookupResult> parse_lookup(const std::vector<RedisReply>& replies)
     result.version = string_reply(local->element[0]);
     result.rule_generation = string_reply(gens->element[0]);
     result.global_generation = string_reply(gens->element[1]);
-    const auto entry = string_reply(local->element[1]);
+    const auto entry = string_view_reply(local->element[1]);  // a view into replies[0]
     if (entry && result.version && result.rule_generation && result.global_generation) {
         if (auto payload = valid_payload(*entry, *result.version, *result.rule_generation, *result.global_generation)) {
             result.hit = true;
-            result.payload.assign(*payload);
+            result.payload = *payload;
+            result.reply = std::move(replies[0]);  // owns the bytes `payload` views
         }
     }
     return result;

@@ -48,7 +48,10 @@ std::string global_generation_key(std::string_view prefix);
 // case the validity stamps a later store must carry.
 struct LookupResult {
     bool hit = false;
-    std::string payload;  // on a hit: the backend messages to replay
+    // On a hit: the backend messages to replay, inside `reply` (the entry
+    // is served from Redis's reply as read, not copied first).
+    std::string_view payload;
+    RedisReply reply;
     // Stamps for a store after a miss; empty optional = key absent.
     std::optional<std::string> version;
     std::optional<std::string> rule_generation;
@@ -61,7 +64,8 @@ enum ScriptIndex : std::size_t { script_store = 0, script_bump = 1 };
 
 // Commands of one lookup, and their interpretation.
 std::vector<RedisCommand> lookup_commands(const EntryAddress& address, std::string_view global_key);
-std::optional<LookupResult> parse_lookup(const std::vector<RedisReply>& replies);
+// Takes the replies: a hit's payload stays in the first one.
+std::optional<LookupResult> parse_lookup(std::vector<RedisReply> replies);
 
 // Command of one store: SET the entry (with the generations in its header)
 // only if the version is still what the lookup saw.

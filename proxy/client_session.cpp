@@ -1149,16 +1149,25 @@ void ClientSession::note_write(const WritePlan& plan) {
 
 namespace {
 
+// Whether `payload` is a sequence of whole, well-formed frames: nothing
+// else is ever stored or replayed to a client.
+bool whole_frames(std::string_view payload) {
+    return pgwire::skip_whole_frames(payload, 0, [](char) { return true; }) == payload.size();
+}
+
 // Splits a cached payload into its RowDescription (if stored) and the rest
-// (DataRows and CommandComplete).
-std::pair<std::string_view, std::string_view> split_payload(std::string_view payload) {
-    if (payload.size() >= pgwire::frame_header_size && payload.front() == 'T') {
-        pgwire::FrameHeader header;
-        if (pgwire::peek_header(payload, header).status == DecodeStatus::ok && header.frame_size() <= payload.size()) {
-            return {payload.substr(0, header.frame_size()), payload.substr(header.frame_size())};
-        }
+// (DataRows and CommandComplete); nullopt when it is not whole frames (an
+// entry damaged in Redis, or written by a faulty version: a miss, then).
+std::optional<std::pair<std::string_view, std::string_view>> split_payload(std::string_view payload) {
+    if (!whole_frames(payload)) {
+        spdlog::warn("a cached entry is not a sequence of whole protocol messages: served by PostgreSQL instead");
+        return std::nullopt;
     }
-    return {{}, payload};
+    if (!payload.empty() && payload.front() == 'T') {
+        const std::size_t row_description = pgwire::detail::frame_length_at(payload, 0) + std::size_t{1};
+        return std::pair{payload.substr(0, row_description), payload.substr(row_description)};
+    }
+    return std::pair{std::string_view{}, payload};
 }
 
 std::string ready_for_query(char status) {
@@ -1196,8 +1205,7 @@ awaitable<bool> ClientSession::serve_query(const std::string& frame) {
     auto rules = rules_;  // the set this request started with, even across a reload
     auto lookup = co_await cache_->lookup(*rules, *plan->read);
     if (lookup && lookup->hit) {
-        auto [row_description, rows] = split_payload(lookup->payload);
-        if (!row_description.empty()) {
+        if (auto parts = split_payload(lookup->payload); parts && !parts->first.empty()) {
             const std::string ready = ready_for_query(state_.transaction_status());
             const std::vector<asio::const_buffer> reply{asio::buffer(lookup->payload), asio::buffer(ready)};
             co_await write_client(reply);
@@ -1206,8 +1214,7 @@ awaitable<bool> ClientSession::serve_query(const std::string& frame) {
         }
     }
     if (auto shared = co_await coalesce_miss(*plan->read, lookup)) {
-        auto [row_description, rows] = split_payload(*shared);
-        if (!row_description.empty()) {
+        if (auto parts = split_payload(*shared); parts && !parts->first.empty()) {
             const std::string ready = ready_for_query(state_.transaction_status());
             const std::vector<asio::const_buffer> reply{asio::buffer(*shared), asio::buffer(ready)};
             co_await write_client(reply);
@@ -1239,14 +1246,11 @@ awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& pla
 awaitable<bool> ClientSession::serve_batch() {
     request_started_ = std::chrono::steady_clock::now();
     HeldBatch& b = *batch_;
-    std::string sql;
-    std::vector<std::uint32_t> types;
+    std::string_view sql;  // only planned from, before anything can change the statement
     if (b.has_parse) {
         sql = b.parse_sql;
-        types = b.parse_types;
     } else if (const PreparedStatement* statement = state_.statement(b.bind_statement)) {
         sql = statement->sql;
-        types = statement->param_types;
     }
     if (sql.empty() || !b.parameters) {
         co_return false;
@@ -1259,17 +1263,15 @@ awaitable<bool> ClientSession::serve_batch() {
     auto rules = rules_;
     auto lookup = co_await cache_->lookup(*rules, *plan->read);
     if (lookup && lookup->hit) {
-        auto [row_description, rows] = split_payload(lookup->payload);
-        if (!b.has_describe || !row_description.empty()) {
-            co_await answer_batch_locally(row_description, rows);
+        if (auto parts = split_payload(lookup->payload); parts && (!b.has_describe || !parts->first.empty())) {
+            co_await answer_batch_locally(parts->first, parts->second);
             count_hit(*plan->read, lookup->payload.size());
             co_return true;
         }
     }
     if (auto shared = co_await coalesce_miss(*plan->read, lookup)) {
-        auto [row_description, rows] = split_payload(*shared);
-        if (!b.has_describe || !row_description.empty()) {
-            co_await answer_batch_locally(row_description, rows);
+        if (auto parts = split_payload(*shared); parts && (!b.has_describe || !parts->first.empty())) {
+            co_await answer_batch_locally(parts->first, parts->second);
             co_return true;
         }
     }
@@ -1279,16 +1281,20 @@ awaitable<bool> ClientSession::serve_batch() {
 
 awaitable<void> ClientSession::answer_batch_locally(std::string_view row_description, std::string_view rows) {
     HeldBatch& b = *batch_;
-    std::string response;
+    // Written as gathered pieces: the rows are sent from the cached entry
+    // itself, not copied into a reply first.
+    std::string head;
     if (b.has_parse) {
-        pgwire::encode(pgwire::BackendMessage{pgwire::ParseComplete{}}, response);
+        pgwire::encode(pgwire::BackendMessage{pgwire::ParseComplete{}}, head);
     }
-    pgwire::encode(pgwire::BackendMessage{pgwire::BindComplete{}}, response);
+    pgwire::encode(pgwire::BackendMessage{pgwire::BindComplete{}}, head);
+    const std::string ready = ready_for_query(state_.transaction_status());
+    std::vector<asio::const_buffer> reply{asio::buffer(head)};
     if (b.has_describe) {
-        response += row_description;
+        reply.push_back(asio::buffer(row_description));
     }
-    response += rows;
-    response += ready_for_query(state_.transaction_status());
+    reply.push_back(asio::buffer(rows));
+    reply.push_back(asio::buffer(ready));
     // The client now holds the statement and portal it asked for; the
     // server does not, so its unnamed statement is stale.
     if (b.has_parse) {
@@ -1299,7 +1305,6 @@ awaitable<void> ClientSession::answer_batch_locally(std::string_view row_descrip
     state_.on_execute("", 0);
     state_.on_sync();
     state_.complete_locally();
-    const std::vector<asio::const_buffer> reply{asio::buffer(response)};
     co_await write_client(reply);
 }
 
@@ -1379,7 +1384,7 @@ void ClientSession::capture_frame(char type, std::string_view available, std::si
 void ClientSession::finish_capture() {
     Capture c = std::move(*capture_);
     capture_.reset();
-    if (!c.valid || c.payload.empty() || c.streaming_left != 0) {
+    if (!c.valid || c.payload.empty() || c.streaming_left != 0 || !whole_frames(c.payload)) {
         cache_->release_fetch_lock(c.plan);
         return;  // c.lead wakes the waiters with nothing
     }

@@ -19,6 +19,7 @@ partial fetches and pipelined requests stay correct.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import asyncpg
@@ -176,33 +177,42 @@ def test_literal_and_parameter_share_one_entry(pg, cshelf, counter):
 # -------------------------------------------------------------- asyncpg
 
 
-def test_asyncpg_binary_named_statements(pg, cshelf, counter):
+@contextlib.contextmanager
+def asyncpg_pair(pg, cshelf, timeout: float = 30):
+    """(run, direct, proxied): asyncpg connections to PostgreSQL and to pgshelf, driven by ``run``."""
     loop = asyncio.new_event_loop()
 
     def run(coro):
-        return loop.run_until_complete(asyncio.wait_for(coro, 30))
+        return loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     try:
         direct = run(asyncpg.connect(pg.dsn(), timeout=CONNECT_TIMEOUT))
-        proxied = run(asyncpg.connect(cshelf.dsn(), timeout=CONNECT_TIMEOUT))
         try:
-            expected = [tuple(r) for r in run(direct.fetch(SQL_PARAM, 6))]
-            assert len(expected) >= 5
-            fetch = lambda: [tuple(r) for r in run(proxied.fetch(SQL_PARAM, 6))]  # noqa: E731
-            assert wait_for_hit(counter, PATTERN, fetch, "asyncpg fetch") == expected
-            for rows in served_from_cache(counter, PATTERN, fetch, "asyncpg fetch"):
-                assert rows == expected
-            # An explicitly prepared statement: Bind/Execute/Sync on its name.
-            statement = run(proxied.prepare(SQL_PARAM))
-            for rows in served_from_cache(counter, PATTERN,
-                                          lambda: [tuple(r) for r in run(statement.fetch(6))],
-                                          "asyncpg prepared statement"):
-                assert rows == expected
+            proxied = run(asyncpg.connect(cshelf.dsn(), timeout=CONNECT_TIMEOUT))
+            try:
+                yield run, direct, proxied
+            finally:
+                run(proxied.close())
         finally:
             run(direct.close())
-            run(proxied.close())
     finally:
         loop.close()
+
+
+def test_asyncpg_binary_named_statements(pg, cshelf, counter):
+    with asyncpg_pair(pg, cshelf) as (run, direct, proxied):
+        expected = [tuple(r) for r in run(direct.fetch(SQL_PARAM, 6))]
+        assert len(expected) >= 5
+        fetch = lambda: [tuple(r) for r in run(proxied.fetch(SQL_PARAM, 6))]  # noqa: E731
+        assert wait_for_hit(counter, PATTERN, fetch, "asyncpg fetch") == expected
+        for rows in served_from_cache(counter, PATTERN, fetch, "asyncpg fetch"):
+            assert rows == expected
+        # An explicitly prepared statement: Bind/Execute/Sync on its name.
+        statement = run(proxied.prepare(SQL_PARAM))
+        for rows in served_from_cache(counter, PATTERN,
+                                      lambda: [tuple(r) for r in run(statement.fetch(6))],
+                                      "asyncpg prepared statement"):
+            assert rows == expected
 
 
 # -------------------------------------------------------------- Node.js
@@ -391,27 +401,32 @@ def test_result_spanning_many_reads_is_stored_whole(pg, cshelf, counter):
         assert wait_for_hit(counter, "%hit_big%", lambda: raw(proxied), "raw protocol") == expected_frames
 
 
+def test_damaged_entry_is_served_by_postgres_and_replaced(pg, cshelf, counter, redis_server):
+    """An entry whose stamps are current but whose messages are not whole (one byte cut out of its
+    middle, as a faulty writer or a damaged Redis could leave it) is never replayed: the statement
+    goes to PostgreSQL, and its answer is stored again."""
+    sql = "SELECT id, body FROM hit_big WHERE grp = 0 ORDER BY id"
+    expected = psql_query(pg.dsn(), sql)
+    assert wait_for_hit(counter, "%hit_big%", lambda: psql_query(cshelf.dsn(), sql), "grp 0") == expected
+    keys = [k for k in redis_server.command("KEYS", "*{big:0}:big_items:*") if not k.endswith(b":lock")]
+    assert len(keys) == 1, keys
+    value = redis_server.command("GET", keys[0])
+    middle = len(value) // 2
+    redis_server.command("SET", keys[0], value[:middle] + value[middle + 1:])
+    for output in reaches_server(counter, "%hit_big%", lambda: psql_query(cshelf.dsn(), sql), "damaged entry",
+                                 times=1):
+        assert output == expected
+    assert wait_for_hit(counter, "%hit_big%", lambda: psql_query(cshelf.dsn(), sql), "entry stored again") == expected
+
+
 def test_large_result_in_binary_over_the_extended_protocol(pg, cshelf, counter):
     """The same result in binary, Parse/Bind/Execute (asyncpg): stored whole and answered identically."""
     sql = "SELECT id, body FROM hit_big WHERE grp = $1 ORDER BY id"
-    loop = asyncio.new_event_loop()
-
-    def run(coro):
-        return loop.run_until_complete(asyncio.wait_for(coro, 60))
-
-    try:
-        direct = run(asyncpg.connect(pg.dsn(), timeout=CONNECT_TIMEOUT))
-        proxied = run(asyncpg.connect(cshelf.dsn(), timeout=CONNECT_TIMEOUT))
-        try:
-            expected = [tuple(r) for r in run(direct.fetch(sql, 0))]
-            assert len(expected) == 6000
-            fetch = lambda: [tuple(r) for r in run(proxied.fetch(sql, 0))]  # noqa: E731
-            assert wait_for_hit(counter, "%hit_big%", fetch, "asyncpg, a result of megabytes") == expected
-        finally:
-            run(direct.close())
-            run(proxied.close())
-    finally:
-        loop.close()
+    with asyncpg_pair(pg, cshelf, timeout=60) as (run, direct, proxied):
+        expected = [tuple(r) for r in run(direct.fetch(sql, 0))]
+        assert len(expected) == 6000
+        fetch = lambda: [tuple(r) for r in run(proxied.fetch(sql, 0))]  # noqa: E731
+        assert wait_for_hit(counter, "%hit_big%", fetch, "asyncpg, a result of megabytes") == expected
 
 
 def test_partial_fetch_goes_to_the_server(pg, cshelf, counter):

@@ -103,7 +103,7 @@ protected:
     LookupResult lookup() {
         auto result = parse_lookup(run_all(lookup_commands(address_, global_generation_key("pgshelf"))));
         EXPECT_TRUE(result.has_value());
-        return result.value_or(LookupResult{});
+        return result ? std::move(*result) : LookupResult{};
     }
     // Creates missing generations, as the engine does on first use.
     void ensure_generations() {
