@@ -262,6 +262,27 @@ TEST(SessionState, HugeParsedStatementIsMarkedUnanalysed) {
     EXPECT_FALSE(s.statement("small")->unanalysed);
 }
 
+TEST(SessionState, UnnamedStatementsInTurnKeepTheirOwnSettingsAnalysis) {
+    // The analysis of recent texts is reused; each text must still get its own,
+    // also once more texts went by than are remembered.
+    SessionState s;
+    const std::vector<std::string> texts = {"SET search_path TO a", "SELECT 1", "SET LOCAL role TO r",
+                                            "SELECT set_config('x', 'y', false)", "SELECT 2", "SET TimeZone = 'UTC'"};
+    for (int round = 0; round < 3; ++round) {
+        for (const std::string& sql : texts) {
+            s.on_parse("", sql, {});
+            s.on_parse_complete();
+            const PreparedStatement* statement = s.statement("");
+            ASSERT_NE(statement, nullptr);
+            const auto fresh = cache_rules::analyze_settings(sql);
+            const bool scanned = cache_rules::may_change_settings(sql);
+            EXPECT_EQ(statement->settings, scanned ? fresh.changes : std::vector<cache_rules::SettingChange>{}) << sql;
+            EXPECT_EQ(statement->settings_opaque, scanned && fresh.opaque) << sql;
+        }
+    }
+    EXPECT_EQ(s.statement("")->settings.size(), 1u);  // the last text, SET TimeZone
+}
+
 TEST(SessionState, ErrorInsideMultiStatementSetMakesSettingsUncertain) {
     SessionState s;
     s.on_query("SET search_path = a; SELECT 1/0");
