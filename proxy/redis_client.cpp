@@ -1,11 +1,13 @@
 // Pipelined Redis connection; see redis_client.hpp.
 #include "proxy/redis_client.hpp"
 
-#include <array>
 #include <charconv>
+
+#include <boost/container/small_vector.hpp>
 
 #include "proxy/config.hpp"
 #include "proxy/logging.hpp"
+#include "proxy/stream.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -78,25 +80,14 @@ std::string parse_redis_url(std::string_view url, RedisEndpoint& out) {
 void format_command(const RedisCommand& command, std::string& out) {
     // Commands on the hit path have a handful of arguments: no allocation
     // for the argument table then.
-    constexpr std::size_t inline_args = 8;
-    std::array<const char*, inline_args> argv_inline;
-    std::array<size_t, inline_args> lengths_inline;
-    std::vector<const char*> argv_heap;
-    std::vector<size_t> lengths_heap;
-    const char** argv = argv_inline.data();
-    size_t* lengths = lengths_inline.data();
-    if (command.size() > inline_args) {
-        argv_heap.resize(command.size());
-        lengths_heap.resize(command.size());
-        argv = argv_heap.data();
-        lengths = lengths_heap.data();
-    }
-    for (std::size_t i = 0; i < command.size(); ++i) {
-        argv[i] = command[i].data();
-        lengths[i] = command[i].size();
+    boost::container::small_vector<const char*, 8> argv;
+    boost::container::small_vector<size_t, 8> lengths;
+    for (const std::string& arg : command) {
+        argv.push_back(arg.data());
+        lengths.push_back(arg.size());
     }
     char* formatted = nullptr;
-    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(command.size()), argv, lengths);
+    const int n = redisFormatCommandArgv(&formatted, static_cast<int>(argv.size()), argv.data(), lengths.data());
     if (n > 0) {
         out.append(formatted, static_cast<std::size_t>(n));
     }
@@ -326,13 +317,7 @@ bool RedisClient::send_now() {
         return false;
     }
     error_code ec;
-    if (!socket_->non_blocking()) {
-        socket_->non_blocking(true, ec);
-        if (ec) {
-            return false;
-        }
-    }
-    const std::size_t sent = socket_->send(asio::buffer(out_), 0, ec);
+    const std::size_t sent = proxy::send_now(*socket_, asio::buffer(out_), ec);
     if (ec && ec != asio::error::would_block) {
         // As flush() does: the read loop ends and the connection loop fails the waiters.
         error_code ignored;

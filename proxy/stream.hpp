@@ -11,6 +11,21 @@
 
 namespace pgshelf::proxy {
 
+// Sends what `socket` takes now, without waiting: returns how much that was;
+// `ec` is would_block when the socket was full, another error on a failure.
+// A socket that cannot be made non-blocking sends nothing (ec clear).
+template <typename ConstBufferSequence>
+std::size_t send_now(tcp::socket& socket, const ConstBufferSequence& buffers, error_code& ec) {
+    if (!socket.non_blocking()) {
+        socket.non_blocking(true, ec);
+        if (ec) {
+            ec = {};
+            return 0;
+        }
+    }
+    return socket.write_some(buffers, ec);
+}
+
 class Stream {
 public:
     explicit Stream(tcp::socket socket) : socket_(std::move(socket)) {}
@@ -49,7 +64,7 @@ public:
         if (tls_) {
             return 0;
         }
-        const std::size_t sent = send_now(buffers, ec);
+        const std::size_t sent = send_now(socket_, buffers, ec);
         if (ec == asio::error::would_block) {
             ec = {};
         }
@@ -71,18 +86,6 @@ public:
     void close();
 
 private:
-    template <typename ConstBufferSequence>
-    std::size_t send_now(const ConstBufferSequence& buffers, error_code& ec) {
-        if (!socket_.non_blocking()) {
-            socket_.non_blocking(true, ec);
-            if (ec) {
-                ec = {};
-                return 0;
-            }
-        }
-        return socket_.write_some(buffers, ec);
-    }
-
     template <typename ConstBufferSequence>
     static std::vector<asio::const_buffer> remaining(const ConstBufferSequence& buffers, std::size_t skip) {
         std::vector<asio::const_buffer> rest;
