@@ -34,6 +34,7 @@ constexpr std::chrono::milliseconds coalesce_wait{500};
 SharedLogRateLimiter server_connect_warnings;
 SharedLogRateLimiter refusal_warnings;
 SharedLogRateLimiter unanalysed_notes;
+SharedLogRateLimiter damaged_entry_warnings;  // many damaged entries must not flood the log
 
 bool frontend_needs_inspection(char type) {
     switch (type) {
@@ -1160,7 +1161,10 @@ bool whole_frames(std::string_view payload) {
 // entry damaged in Redis, or written by a faulty version: a miss, then).
 std::optional<std::pair<std::string_view, std::string_view>> split_payload(std::string_view payload) {
     if (!whole_frames(payload)) {
-        spdlog::warn("a cached entry is not a sequence of whole protocol messages: served by PostgreSQL instead");
+        if (const auto suppressed = damaged_entry_warnings.allow()) {
+            spdlog::warn("a cached entry is not a sequence of whole protocol messages: served by PostgreSQL instead{}",
+                         suppressed_note(*suppressed));
+        }
         return std::nullopt;
     }
     if (!payload.empty() && payload.front() == 'T') {
