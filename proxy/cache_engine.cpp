@@ -51,14 +51,13 @@ EntryAddress CacheEngine::address(const ReadPlan& plan) const {
     return entry_address(prefix_, plan.rendered, plan.rule->name, plan.namespace_hash);
 }
 
-awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(std::vector<RedisCommand> commands,
-                                                                     bool urgent) {
+awaitable<std::optional<std::vector<RedisReply>>> CacheEngine::execute(RedisRequest request, bool urgent) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<std::vector<RedisReply>> replies;
     if (urgent) {
-        replies = co_await redis_->execute_urgent(std::move(commands));
+        replies = co_await redis_->execute_urgent(std::move(request));
     } else {
-        replies = co_await redis_->execute(std::move(commands));
+        replies = co_await redis_->execute(std::move(request));
     }
     runtime_.latencies().redis.observe(std::chrono::steady_clock::now() - started);
     report_circuit();
@@ -75,7 +74,7 @@ void CacheEngine::report_circuit() {
 }
 
 awaitable<std::optional<LookupResult>> CacheEngine::read_entry(const EntryAddress& where) {
-    auto replies = co_await execute(lookup_commands(where, global_key_));
+    auto replies = co_await execute(lookup_request(where, global_key_));
     std::optional<LookupResult> result;
     if (replies) {
         result = parse_lookup(std::move(*replies));

@@ -57,8 +57,11 @@ public:
 private:
     EntryAddress address(const ReadPlan& plan) const;
     // redis_->execute, timed, with the circuit breaker's state reported.
-    awaitable<std::optional<std::vector<RedisReply>>> execute(std::vector<RedisCommand> commands,
-                                                              bool urgent = false);
+    awaitable<std::optional<std::vector<RedisReply>>> execute(RedisRequest request, bool urgent = false);
+    awaitable<std::optional<std::vector<RedisReply>>> execute(const std::vector<RedisCommand>& commands,
+                                                              bool urgent = false) {
+        return execute(RedisRequest::of(commands), urgent);
+    }
     // One GET of the entry with its version and generations; nullopt (and
     // counted as a Redis error) when Redis fails or answers nonsense.
     awaitable<std::optional<LookupResult>> read_entry(const EntryAddress& where);

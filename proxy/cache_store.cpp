@@ -114,10 +114,14 @@ EntryAddress entry_address(std::string_view prefix, std::string_view rendered, s
 
 std::vector<std::string> cache_scripts() { return {store_script, bump_script}; }
 
-std::vector<RedisCommand> lookup_commands(const EntryAddress& address, std::string_view global_key) {
+RedisRequest lookup_request(const EntryAddress& address, std::string_view global_key) {
     // Two commands, pipelined: one per hash slot (entry+version share one).
-    return {{"MGET", address.version_key, address.entry_key},
-            {"MGET", address.rule_generation_key, std::string(global_key)}};
+    RedisRequest request;
+    request.resp.reserve(96 + address.version_key.size() + address.entry_key.size() +
+                         address.rule_generation_key.size() + global_key.size());
+    request.add({"MGET", address.version_key, address.entry_key});
+    request.add({"MGET", address.rule_generation_key, global_key});
+    return request;
 }
 
 std::optional<LookupResult> parse_lookup(std::vector<RedisReply> replies) {

@@ -63,7 +63,7 @@ std::vector<std::string> cache_scripts();
 enum ScriptIndex : std::size_t { script_store = 0, script_bump = 1 };
 
 // Commands of one lookup, and their interpretation.
-std::vector<RedisCommand> lookup_commands(const EntryAddress& address, std::string_view global_key);
+RedisRequest lookup_request(const EntryAddress& address, std::string_view global_key);
 // Takes the replies: a hit's payload stays in the first one.
 std::optional<LookupResult> parse_lookup(std::vector<RedisReply> replies);
 

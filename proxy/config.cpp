@@ -173,7 +173,9 @@ const std::vector<Setting>& settings() {
         {"redis", "connect_timeout", "time allowed to connect to Redis",
          duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.connect_timeout; }),
          [](const Config& c) { return show_duration(c.redis.connect_timeout); }, ""},
-        {"redis", "command_timeout", "time a cache lookup may take before the query goes to PostgreSQL",
+        {"redis", "command_timeout",
+         "time a cache lookup waits for Redis before the query goes to PostgreSQL (up to 10x while Redis answers "
+         "the lookups queued ahead)",
          duration_into([](Config& c) -> std::chrono::milliseconds& { return c.redis.command_timeout; }),
          [](const Config& c) { return show_duration(c.redis.command_timeout); }, ""},
         {"admin", "listen", "host:port of the HTTP admin port (/metrics, /healthz, /readyz); \"off\" = none",

@@ -77,12 +77,15 @@ std::string parse_redis_url(std::string_view url, RedisEndpoint& out) {
     return {};
 }
 
-void format_command(const RedisCommand& command, std::string& out) {
+namespace {
+
+template <typename Arguments>
+void format_arguments(const Arguments& arguments, std::string& out) {
     // Commands on the hit path have a handful of arguments: no allocation
     // for the argument table then.
     boost::container::small_vector<const char*, 8> argv;
     boost::container::small_vector<size_t, 8> lengths;
-    for (const std::string& arg : command) {
+    for (std::string_view arg : arguments) {
         argv.push_back(arg.data());
         lengths.push_back(arg.size());
     }
@@ -92,6 +95,26 @@ void format_command(const RedisCommand& command, std::string& out) {
         out.append(formatted, static_cast<std::size_t>(n));
     }
     redisFreeCommand(formatted);
+}
+
+}  // namespace
+
+void format_command(const RedisCommand& command, std::string& out) {
+    format_arguments(command, out);
+}
+
+void RedisRequest::add(std::initializer_list<std::string_view> arguments) {
+    format_arguments(arguments, resp);
+    ++commands;
+}
+
+RedisRequest RedisRequest::of(const std::vector<RedisCommand>& commands) {
+    RedisRequest request;
+    for (const auto& command : commands) {
+        format_command(command, request.resp);
+    }
+    request.commands = commands.size();
+    return request;
 }
 
 RedisClient::RedisClient(asio::any_io_executor executor, RedisEndpoint endpoint, RedisTimeouts timeouts,
@@ -297,6 +320,7 @@ awaitable<void> RedisClient::read_loop() {
                 break;
             }
             RedisReply reply(static_cast<redisReply*>(raw));
+            ++replies_read_;
             if (waiting_.empty()) {
                 continue;  // nothing asked for it; cannot happen with a sane server
             }
@@ -308,6 +332,14 @@ awaitable<void> RedisClient::read_loop() {
             }
         }
     }
+}
+
+bool RedisClient::redis_answering(std::uint64_t replies_before) const {
+    if (replies_read_ != replies_before) {
+        return true;
+    }
+    error_code ec;
+    return state_ == State::ready && socket_ && socket_->available(ec) > 0 && !ec;
 }
 
 bool RedisClient::send_now() {
@@ -359,19 +391,19 @@ awaitable<void> RedisClient::wait_for_attempt(std::chrono::milliseconds limit) {
     }
 }
 
-awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(std::vector<RedisCommand> commands) {
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute(RedisRequest request) {
     if (state_ == State::connecting || (state_ == State::disconnected && breaker_.state() == CircuitBreaker::State::closed)) {
         // Just started or reconnecting after a clean loss: give the
         // connection its connect timeout rather than failing at once.
         co_await wait_for_attempt(timeouts_.connect);
     }
-    if (state_ != State::ready || commands.empty() || !breaker_.allow(CircuitBreaker::clock::now())) {
+    if (state_ != State::ready || request.commands == 0 || !breaker_.allow(CircuitBreaker::clock::now())) {
         co_return std::nullopt;
     }
-    co_return co_await send(std::move(commands));
+    co_return co_await send(std::move(request));
 }
 
-awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute_urgent(std::vector<RedisCommand> commands) {
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute_urgent(RedisRequest request) {
     if (state_ == State::disconnected) {
         urgent_attempt_ = true;
         reconnect_wakeup_.cancel();
@@ -380,25 +412,36 @@ awaitable<std::optional<std::vector<RedisReply>>> RedisClient::execute_urgent(st
         // A refused connection ends the attempt, and the wait, at once.
         co_await wait_for_attempt(timeouts_.command);
     }
-    if (state_ != State::ready || commands.empty()) {
+    if (state_ != State::ready || request.commands == 0) {
         co_return std::nullopt;
     }
-    co_return co_await send(std::move(commands));
+    co_return co_await send(std::move(request));
 }
 
-awaitable<std::optional<std::vector<RedisReply>>> RedisClient::send(std::vector<RedisCommand> commands) {
+awaitable<std::optional<std::vector<RedisReply>>> RedisClient::send(RedisRequest pipeline) {
     auto self = shared_from_this();
     auto request = std::make_shared<Request>();
-    request->expected = commands.size();
+    request->expected = pipeline.commands;
     request->done = std::make_unique<asio::steady_timer>(executor_, timeouts_.command);
-    for (const auto& command : commands) {
-        format_command(command, out_);
-    }
+    out_ += pipeline.resp;
     waiting_.push_back(request);
     if (!writing_ && !send_now()) {
         asio::co_spawn(executor_, flush(), asio::detached);
     }
-    co_await request->done->async_wait(use_nothrow);
+    // The timeout is for a Redis that does not answer. Replies arriving for
+    // the requests ahead of this one, or bytes waiting unread, mean Redis is
+    // answering and the wait is this worker's own backlog (thousands of busy
+    // sessions): sending the statement to PostgreSQL then would only add load.
+    const auto give_up = std::chrono::steady_clock::now() + timeouts_.command * max_backlog_periods;
+    for (;;) {
+        const std::uint64_t replies_before = replies_read_;
+        co_await request->done->async_wait(use_nothrow);
+        if (request->failed || request->replies.size() == request->expected ||
+            std::chrono::steady_clock::now() >= give_up || !redis_answering(replies_before)) {
+            break;
+        }
+        request->done->expires_after(timeouts_.command);
+    }
     if (request->failed || request->replies.size() != request->expected) {
         if (!request->failed) {
             // Timed out: its replies, if they ever come, are drained and dropped.

@@ -6,67 +6,16 @@
 
 #include <gtest/gtest.h>
 #include <hiredis/hiredis.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
-#include <filesystem>
 #include <memory>
 #include <set>
-#include <thread>
+
+#include "redis_server.hpp"
 
 namespace pgshelf::proxy {
 namespace {
 
-// A redis-server on a free loopback port, for this test binary only.
-class RedisServer {
-public:
-    RedisServer() {
-        dir_ = std::filesystem::temp_directory_path() / ("pgshelf-redis-" + std::to_string(::getpid()));
-        std::filesystem::create_directories(dir_);
-        for (int attempt = 0; attempt < 20 && context_ == nullptr; ++attempt) {
-            port_ = 20000 + static_cast<int>((::getpid() * 7919 + attempt * 104729) % 40000);
-            pid_ = ::fork();
-            if (pid_ == 0) {
-                const std::string port = std::to_string(port_);
-                ::execlp("redis-server", "redis-server", "--port", port.c_str(), "--bind", "127.0.0.1", "--save", "",
-                         "--appendonly", "no", "--dir", dir_.c_str(), "--logfile", (dir_ / "redis.log").c_str(),
-                         static_cast<char*>(nullptr));
-                ::_exit(127);
-            }
-            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-            while (std::chrono::steady_clock::now() < deadline) {
-                redisContext* c = redisConnect("127.0.0.1", port_);
-                if (c != nullptr && c->err == 0) {
-                    context_ = c;
-                    break;
-                }
-                redisFree(c);
-                int status = 0;
-                if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                    break;  // port taken: try another
-                }
-                std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            }
-        }
-    }
-    ~RedisServer() {
-        redisFree(context_);
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        std::filesystem::remove_all(dir_);
-    }
-    redisContext* context() const { return context_; }
-
-private:
-    std::filesystem::path dir_;
-    int port_ = 0;
-    pid_t pid_ = -1;
-    redisContext* context_ = nullptr;
-};
+using test_support::RedisServer;
 
 class CacheStore : public ::testing::Test {
 protected:
@@ -92,16 +41,20 @@ protected:
         return RedisReply(static_cast<redisReply*>(
             redisCommandArgv(server_->context(), static_cast<int>(argv.size()), argv.data(), lengths.data())));
     }
-    static std::vector<RedisReply> run_all(const std::vector<RedisCommand>& commands) {
+    // A pipelined request as the engine sends it: the bytes, then one reply per command.
+    static std::vector<RedisReply> run_all(const RedisRequest& request) {
+        EXPECT_EQ(redisAppendFormattedCommand(server_->context(), request.resp.data(), request.resp.size()), REDIS_OK);
         std::vector<RedisReply> replies;
-        for (const auto& c : commands) {
-            replies.push_back(run(c));
+        for (std::size_t i = 0; i < request.commands; ++i) {
+            void* reply = nullptr;
+            EXPECT_EQ(redisGetReply(server_->context(), &reply), REDIS_OK);
+            replies.emplace_back(static_cast<redisReply*>(reply));
         }
         return replies;
     }
 
     LookupResult lookup() {
-        auto result = parse_lookup(run_all(lookup_commands(address_, global_generation_key("pgshelf"))));
+        auto result = parse_lookup(run_all(lookup_request(address_, global_generation_key("pgshelf"))));
         EXPECT_TRUE(result.has_value());
         return result ? std::move(*result) : LookupResult{};
     }
@@ -187,11 +140,11 @@ TEST_F(CacheStore, RuleGenerationBumpInvalidatesEveryEntryOfTheRule) {
     EntryAddress other = entry_address("pgshelf", "user:1:1:variables", "user_variables", 1);
     auto a = lookup();
     EXPECT_EQ(store(a, "A"), 1);
-    auto b = parse_lookup(run_all(lookup_commands(other, global_generation_key("pgshelf")))).value();
+    auto b = parse_lookup(run_all(lookup_request(other, global_generation_key("pgshelf")))).value();
     EXPECT_EQ(run(store_command(shas_[script_store], other, b, "B", 60'000))->integer, 1);
     bump_rule();
     EXPECT_FALSE(lookup().hit);
-    EXPECT_FALSE(parse_lookup(run_all(lookup_commands(other, global_generation_key("pgshelf"))))->hit);
+    EXPECT_FALSE(parse_lookup(run_all(lookup_request(other, global_generation_key("pgshelf"))))->hit);
 }
 
 TEST_F(CacheStore, ReaderThatSawOldRuleGenerationStoresADeadEntry) {
