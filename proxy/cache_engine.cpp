@@ -115,16 +115,21 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
         }
         result = std::move(retried);
     }
-    if (result->hit || !plan.may_populate) {
-        co_return result;
+    co_return result;
+}
+
+awaitable<std::optional<LookupResult>> CacheEngine::wait_for_other_instance(const ReadPlan& plan) {
+    if (!redis_) {
+        co_return std::nullopt;
     }
+    const EntryAddress where = address(plan);
     // Stampede across instances: the first miss takes a short lock (in the
     // entry's hash slot); the others poll briefly for its result.
     std::vector<RedisCommand> take_lock;
     take_lock.push_back({"SET", where.lock_key, "1", "NX", "PX", std::to_string(fetch_lock_ms)});
     auto locked = co_await execute(std::move(take_lock));
     if (!locked || locked->front()->type != REDIS_REPLY_NIL) {
-        co_return result;  // we hold the lock (or Redis is failing): go to PostgreSQL
+        co_return std::nullopt;  // we hold the lock (or Redis is failing): go to PostgreSQL
     }
     runtime_.counters().fetch_waits++;
     asio::steady_timer pause(co_await asio::this_coro::executor);
@@ -140,7 +145,7 @@ awaitable<std::optional<LookupResult>> CacheEngine::lookup(const cache_rules::Ru
             co_return next;
         }
     }
-    co_return result;
+    co_return std::nullopt;
 }
 
 void CacheEngine::release_fetch_lock(const ReadPlan& plan) {

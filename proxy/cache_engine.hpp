@@ -29,10 +29,13 @@ public:
     std::string entry_key(const ReadPlan& plan) const { return address(plan).entry_key; }
 
     // nullopt = Redis unavailable (the caller goes to PostgreSQL) or hits
-    // suspended until a lost invalidation has been made good. On a miss
-    // another pgshelf instance is already fetching (it holds the entry's
-    // short lock), this waits briefly for that instance's result.
+    // suspended until a lost invalidation has been made good.
     awaitable<std::optional<LookupResult>> lookup(const cache_rules::RuleSet& rules, const ReadPlan& plan);
+    // For the one session of this instance that is to fetch a missed entry:
+    // takes the entry's short lock in Redis; when another pgshelf instance
+    // holds it (and is fetching), waits briefly for that instance's result
+    // and returns it (a hit). nullopt: go to PostgreSQL.
+    awaitable<std::optional<LookupResult>> wait_for_other_instance(const ReadPlan& plan);
     // Stores a complete result; false when the entry went stale meanwhile,
     // was too large, or Redis failed.
     awaitable<bool> store(const ReadPlan& plan, const LookupResult& stamps, std::string_view payload);

@@ -1234,6 +1234,9 @@ awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& pla
     if (!lookup || !plan.may_populate) {
         co_return std::nullopt;
     }
+    // Within this instance, one session fetches and the others wait for it,
+    // woken when it is done; only that one turns to Redis's cross-instance
+    // lock, so the others never poll.
     const std::string key = cache_->entry_key(plan);
     if (!runtime_.inflight().begin(key)) {
         auto payload = co_await runtime_.inflight().wait(key, coalesce_wait);
@@ -1242,8 +1245,14 @@ awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& pla
         }
         co_return payload;
     }
+    Inflight::Lead lead(&runtime_.inflight(), key);
+    if (auto filled = co_await cache_->wait_for_other_instance(plan)) {
+        std::string payload(filled->payload);
+        lead.release(payload);
+        co_return payload;
+    }
     capture_.emplace(Capture{std::move(plan), std::move(*lookup), {}, true, 0, {}, request_started_});
-    capture_->lead = Inflight::Lead(&runtime_.inflight(), key);
+    capture_->lead = std::move(lead);
     co_return std::nullopt;
 }
 

@@ -1,8 +1,9 @@
 """Stampede protection: concurrent misses on one entry reach PostgreSQL once.
 
-Within one instance, later misses wait for the first miss's result; across
-instances sharing Redis, the first miss takes a short lock in Redis and the
-others poll for the entry. The cached statement takes 50 ms at the server
+Within one instance, later misses wait for the first miss's result, woken
+when it is there; across instances sharing Redis, the first miss of each
+instance takes (or finds taken) a short lock in Redis, and an instance that
+finds it taken polls for the entry. The cached statement takes 50 ms at the server
 (pg_sleep, opted in with allow_volatile), so all clients, released together,
 miss while the first one is still running; PostgreSQL's statement counter
 says how many reached it. Without the protection every client would.
@@ -14,7 +15,7 @@ import threading
 
 import pytest
 
-from cache_support import connect, counter, query, redis_server, start_shelf_pair, write_rules
+from cache_support import connect, counter, metric, query, redis_server, start_shelf_pair, write_rules
 
 __all__ = ["counter", "redis_server"]  # module fixtures used below
 
@@ -72,13 +73,20 @@ def concurrent_reads(dsns: list[str], item: int) -> list:
     return results
 
 
+WAITED = 'pgshelf_cache_requests_total{outcome="waited"}'
+
+
 def test_one_instance(pg, shelves, counter):
     a, _ = shelves
     before = counter.calls(PATTERN)
+    polled_before = metric(a, WAITED)
     results = concurrent_reads([a.dsn()] * CLIENTS_PER_INSTANCE, 1)
     seen = counter.calls(PATTERN) - before
     assert all(r == [(1, "v1", "")] for r in results), results
     assert seen == 1, f"{seen} of {CLIENTS_PER_INSTANCE} concurrent misses on one entry reached PostgreSQL"
+    # The others waited inside the instance, woken by the first: none of them
+    # polled Redis for the entry (which costs up to 20 ms per miss).
+    assert metric(a, WAITED) == polled_before
 
 
 def test_two_instances(pg, shelves, counter):
