@@ -35,6 +35,15 @@ awaitable<std::tuple<error_code, std::unique_ptr<Stream>>> open_tcp(const Upstre
         co_return std::make_tuple(resolve_ec, nullptr);
     }
     tcp::socket socket(executor);
+    // Opened here, not by the connect loop: that loop reports a socket it
+    // could not open (no descriptor left) as "Operation canceled".
+    error_code open_ec;
+    if (!endpoints.empty()) {
+        socket.open(endpoints.begin()->endpoint().protocol(), open_ec);
+    }
+    if (open_ec) {
+        co_return std::make_tuple(open_ec, nullptr);
+    }
     asio::steady_timer deadline(executor, config.connect_timeout);
     auto result = co_await (asio::async_connect(socket, endpoints, use_nothrow) || deadline.async_wait(use_nothrow));
     if (result.index() == 1) {

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import signal
 import socket
 import struct
@@ -497,6 +498,38 @@ def churn_settled(shelf: PgShelf, pg: Postgres, fds: int | None = None) -> bool:
             and metric(shelf, "pgshelf_client_connections") == 0
             and metric(shelf, "pgshelf_server_connections") == 0
             and (fds is None or shelf.fd_count() <= fds))
+
+
+def test_out_of_descriptors_names_the_cause(pg, pgshelf_bin):
+    """With no descriptor left for the server connection, the client's error names the cause
+    (it read "Operation canceled"), and pgshelf serves again once descriptors are free."""
+    shelf = PgShelf(pg, binary=pgshelf_bin, workers=1)
+    try:
+        first = connect(shelf.dsn())  # a client and a server connection: everything opened lazily is open
+        assert query(first, "SELECT 1") == [(1,)]
+        # The descriptor limit caps descriptor numbers: leave exactly three free ones, two for the
+        # next client and its server connection, one for the client after it.
+        used = {int(fd) for fd in os.listdir(f"/proc/{shelf.pid}/fd")}
+        free, limit = 0, 0
+        while free < 3:
+            free += limit not in used
+            limit += 1
+        resource.prlimit(shelf.pid, resource.RLIMIT_NOFILE, (limit, limit))
+        second = connect(shelf.dsn())
+        with pytest.raises(psycopg2.OperationalError) as refused:
+            psycopg2.connect(shelf.dsn(), connect_timeout=CONNECT_TIMEOUT)
+        assert "Too many open files" in str(refused.value), str(refused.value)
+        second.close()
+        first.close()
+        def answers() -> bool:
+            try:
+                return fetch_one(shelf.dsn(), "SELECT 1") == (1,)
+            except psycopg2.OperationalError:
+                return False
+        poll(answers, 30, "a connection once descriptors are free")
+        assert shelf.alive()
+    finally:
+        shelf.stop()
 
 
 def test_connect_disconnect_cycles(pg, cshelf, redis):
