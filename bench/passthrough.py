@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -67,6 +67,46 @@ def load_harness():
     finally:
         sys.path.pop(0)
     return pgshelf_harness
+
+
+class GuardedRun:
+    """The measuring part of a benchmark, as a ``with`` block: Ctrl-C (SIGTERM, SIGHUP) or an
+    error ends it early and keeps what was measured (``interrupted``, ``failure`` say which);
+    the servers of ``stack`` (a list that grows during the run) always stop, newest first, and
+    the run's directory is removed. ``before_stop`` closes what uses the servers."""
+
+    def __init__(self, stack: list, run_tmp: Path, before_stop=None) -> None:
+        self.stack = stack
+        self.run_tmp = run_tmp
+        self.before_stop = before_stop
+        self.interrupted = False
+        self.failure: str | None = None
+
+    def __enter__(self) -> "GuardedRun":
+        return self
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            self.interrupted = True
+            print(f"\ninterrupted ({str(error) or 'SIGINT'}): stopping servers", file=sys.stderr)
+        elif kind is not None and issubclass(kind, Exception):
+            self.failure = f"{kind.__name__}: {error}"
+            traceback.print_exception(kind, error, tb)
+            print("\nbenchmark failed: stopping servers", file=sys.stderr)
+        # Ignore further Ctrl-C while stopping the servers.
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if self.before_stop is not None:
+                self.before_stop()
+            for s in reversed(self.stack):
+                try:
+                    s.stop()
+                except Exception as e:  # keep stopping the others
+                    print(f"stopping {type(s).__name__}: {e}", file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, old)
+        shutil.rmtree(self.run_tmp, ignore_errors=True)
+        return self.interrupted or self.failure is not None
 
 
 # --------------------------------------------------------------------------- CPU accounting
@@ -554,9 +594,7 @@ def main() -> int:
     runs: list[Run] = []
     diags: list[dict] = []
     bench = Bench(a)
-    interrupted = False
-    failure = None
-    try:
+    with GuardedRun(bench.stack, run_tmp) as guard:
         pool = a.clients + 2
         # The harness defaults already have fsync, synchronous_commit and full_page_writes off.
         pg = H.Postgres(settings={
@@ -617,23 +655,7 @@ def main() -> int:
                     print(f"diag  {mode:16} {target:11} syscalls/tx {fmt(d['syscalls_per_tx'], '.2f')}  "
                           f"context switches/tx {fmt(d['ctx_switches_per_tx'], '.2f')}  {d['error'] or ''}",
                           file=sys.stderr)
-    except KeyboardInterrupt as e:
-        interrupted = True
-        print(f"\ninterrupted ({e or 'SIGINT'}): stopping servers", file=sys.stderr)
-    except Exception as e:
-        failure = f"{type(e).__name__}: {e}"
-        traceback.print_exc()
-        print("\nbenchmark failed: stopping servers", file=sys.stderr)
-    finally:
-        # Ignore further Ctrl-C while stopping the servers, newest first.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        for s in reversed(bench.stack):
-            try:
-                s.stop()
-            except Exception as e:  # keep stopping the others
-                print(f"stopping {type(s).__name__}: {e}", file=sys.stderr)
-        signal.signal(signal.SIGINT, old)
-        shutil.rmtree(run_tmp, ignore_errors=True)
+    interrupted, failure = guard.interrupted, guard.failure
 
     if not runs:
         return 130 if interrupted else 1
