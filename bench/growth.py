@@ -23,6 +23,7 @@ Run through bench/growth (which builds pgshelf first); see bench/README.md.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import errno
 import json
@@ -74,6 +75,8 @@ ROWS_QUERY = "SELECT id, v FROM growth_rows WHERE id <= $1 ORDER BY id"
 IDLE_INFLIGHT = 200  # handshakes in progress at once: well under the listen backlog
 PROTOCOL_3_0 = 196608
 TARGET_RULES_RATIO = 1.10
+# A hit's p50 against the two round trips it cannot avoid: one to Redis, one like a client's to PostgreSQL.
+TARGET_HIT_ROUND_TRIPS = 1.5
 TARGET_IDLE_KIB = 64
 
 
@@ -102,6 +105,24 @@ def main_rules_file(path: Path) -> Path:
 def items_script(path: Path, ids: int) -> Path:
     path.write_text(f"\\set id random(1, {ids})\nSELECT id, v FROM growth_items WHERE id = :id;\n")
     return path
+
+
+def select1_script(path: Path) -> Path:
+    path.write_text("SELECT 1;\n")
+    return path
+
+
+def redis_get_p50_us(port: int, requests: int = 20000) -> tuple[float | None, str | None]:
+    """p50 of one client's GET round trips to Redis, from redis-benchmark (C, like pgbench)."""
+    cmd = ["redis-benchmark", "-h", HOST, "-p", str(port), "-c", "1", "-n", str(requests), "-t", "get", "--csv"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"redis-benchmark: {e}"
+    rows = list(csv.reader(out.stdout.splitlines()))
+    if out.returncode != 0 or len(rows) < 2 or "p50_latency_ms" not in rows[0]:
+        return None, f"redis-benchmark: exit {out.returncode}: {(out.stderr or out.stdout)[-200:]}"
+    return float(rows[1][rows[0].index("p50_latency_ms")]) * 1000, None
 
 
 def rows_script(path: Path, rows: int) -> Path:
@@ -601,6 +622,15 @@ class Growth:
                    "errors": d["errors"] + p["errors"] + ([f"warm-up: {warm_errors[n]}"] if warm_errors[n] else [])}
             out.append(row)
         self.results["size"] = out
+        # The floor a hit is measured against, in the same run: a Redis GET round trip plus a
+        # client's round trip to PostgreSQL for the cheapest statement.
+        self.quiet()
+        select1 = summarise_runs([self.bench.run(self.pg.port, select1_script(self.dir / "select1.sql"), 1,
+                                                 seconds=a.duration)])
+        self.quiet()
+        redis_p50, redis_error = redis_get_p50_us(self.redis.port)
+        self.results["round_trips"] = {"select1": select1, "redis_get_p50_us": redis_p50,
+                                       "errors": select1["errors"] + ([redis_error] if redis_error else [])}
 
     # -- part 3: concurrent clients
 
@@ -776,6 +806,13 @@ def markdown(results: dict, header: list[str]) -> str:
                        f"| {fmt(p['tps'], ',.0f')} | {us(p['p50_us'])} | {us(p['p99_us'])} "
                        f"| {fmt(r['p50_ratio'], '.3f')} | {fmt(r['p99_ratio'], '.3f')} | {share(r['hit_share'])} "
                        f"| {errors_cell(r['errors'])} |")
+    trips = results.get("round_trips")
+    if trips:
+        floor = hit_floor_us(trips)
+        out += ["", f"Round trips in the same run (1 client): PostgreSQL `SELECT 1` (`pgbench -M prepared`) p50 "
+                f"{us(trips['select1']['p50_us'])} µs, Redis `GET` (`redis-benchmark -c 1`) p50 "
+                f"{fmt(trips['redis_get_p50_us'], '.0f')} µs; sum {fmt(floor, '.0f')} µs"
+                + (f"; errors: {errors_cell(trips['errors'])}" if trips["errors"] else "") + "."]
     if "clients" in results:
         out += ["", "**Concurrent active clients, all cache hits** (`pgbench -M prepared -j 2`, 100 ids):", "",
                 "| clients | TPS | p50 (ms) | p99 (ms) | connecting (s) | hits | misses | Redis errors "
@@ -808,8 +845,21 @@ def markdown(results: dict, header: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def hit_floor_us(trips: dict) -> float | None:
+    if trips["select1"]["p50_us"] is None or trips["redis_get_p50_us"] is None:
+        return None
+    return trips["select1"]["p50_us"] + trips["redis_get_p50_us"]
+
+
 def verdict(results: dict) -> list[str]:
     lines = []
+    size, trips = results.get("size"), results.get("round_trips")
+    if size and trips and hit_floor_us(trips) and size[0]["pgshelf"]["p50_us"]:
+        hit, floor = size[0]["pgshelf"]["p50_us"], hit_floor_us(trips)
+        ratio = hit / floor
+        lines.append(f"Hit latency: p50 of a {size[0]['rows']:,}-row hit {hit:.0f} µs = {ratio:.2f} × (Redis GET "
+                     f"+ PostgreSQL SELECT 1 round trips, {floor:.0f} µs): target ≤ {TARGET_HIT_ROUND_TRIPS} "
+                     + ("met." if ratio <= TARGET_HIT_ROUND_TRIPS else "NOT met."))
     rules = results.get("rules")
     if rules and len(rules) > 1 and rules[-1]["p50_ratio"]:
         top = rules[-1]
