@@ -1236,8 +1236,15 @@ awaitable<std::optional<std::string>> ClientSession::coalesce_miss(ReadPlan& pla
     }
     // Within this instance, one session fetches and the others wait for it,
     // woken when it is done; only that one turns to Redis's cross-instance
-    // lock, so the others never poll.
-    const std::string key = cache_->entry_key(plan);
+    // lock, so the others never poll. Only misses that saw the same stamps
+    // share a fetch: a miss that looked up after an invalidation (a write
+    // acknowledged since, through any instance) must not be handed a result
+    // the fetch under way may have read before that write.
+    std::string key = cache_->entry_key(plan);
+    for (const auto* stamp : {&lookup->version, &lookup->rule_generation, &lookup->global_generation}) {
+        key += '\n';
+        key += stamp->value_or("");
+    }
     if (!runtime_.inflight().begin(key)) {
         auto payload = co_await runtime_.inflight().wait(key, coalesce_wait);
         if (payload) {
