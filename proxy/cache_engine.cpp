@@ -173,6 +173,9 @@ constexpr std::uint64_t cancel_key_ttl_ms = 24ull * 3600 * 1000;
 // (n × this; about 2 s in all while Redis stays unreachable).
 constexpr int retract_attempts = 6;
 constexpr std::chrono::milliseconds retract_pause{100};
+// A retraction waits at most this long for its key's publication to end
+// (which a connect timeout and a backlogged command bound well below it).
+constexpr int publish_wait_ms = 3000;
 
 }  // namespace
 
@@ -184,11 +187,14 @@ void CacheEngine::publish_cancel_key(const ClientKey& client, const ServerKey& s
     std::string value = std::to_string(client.secret) + " " + std::to_string(server.pid) + " " +
                         std::to_string(server.secret) + " " + std::to_string(server.server.port) + " " +
                         server.server.host;
+    publishing_->insert(client.pid);
     asio::co_spawn(executor_,
-                   [redis = redis_, key = cancel_key_name(prefix_, client.pid), value = std::move(value)]() -> awaitable<void> {
+                   [redis = redis_, publishing = publishing_, pid = client.pid,
+                    key = cancel_key_name(prefix_, client.pid), value = std::move(value)]() -> awaitable<void> {
                        std::vector<RedisCommand> set;
                        set.push_back({"SET", key, value, "NX", "PX", std::to_string(cancel_key_ttl_ms)});
                        co_await redis->execute(std::move(set));
+                       publishing->erase(pid);
                    },
                    asio::detached);
 }
@@ -201,7 +207,13 @@ void CacheEngine::retract_cancel_key(std::int32_t client_pid) {
     // open the circuit breaker, which resets the connection and drops what
     // was queued on it, and a lost DEL leaves the key for its 24 h TTL.
     asio::co_spawn(executor_,
-                   [redis = redis_, key = cancel_key_name(prefix_, client_pid)]() -> awaitable<void> {
+                   [redis = redis_, publishing = publishing_, pid = client_pid,
+                    key = cancel_key_name(prefix_, client_pid)]() -> awaitable<void> {
+                       asio::steady_timer wait(co_await asio::this_coro::executor);
+                       for (int waited_ms = 0; publishing->contains(pid) && waited_ms < publish_wait_ms; ++waited_ms) {
+                           wait.expires_after(std::chrono::milliseconds(1));
+                           co_await wait.async_wait(use_nothrow);
+                       }
                        for (int attempt = 1; attempt <= retract_attempts; ++attempt) {
                            std::vector<RedisCommand> del;
                            del.push_back({"DEL", key});
