@@ -173,9 +173,22 @@ constexpr std::uint64_t cancel_key_ttl_ms = 24ull * 3600 * 1000;
 // (n × this; about 2 s in all while Redis stays unreachable).
 constexpr int retract_attempts = 6;
 constexpr std::chrono::milliseconds retract_pause{100};
-// A retraction waits at most this long for its key's publication to end
-// (which a connect timeout and a backlogged command bound well below it).
-constexpr int publish_wait_ms = 3000;
+
+// Deletes a cancel key. Urgent, like an invalidation, and retried: slow
+// replies under load open the circuit breaker, which resets the connection
+// and drops what was queued on it, and a lost DEL leaves the key for its
+// 24 h TTL.
+awaitable<void> delete_cancel_key(std::shared_ptr<RedisClient> redis, std::string key) {
+    for (int attempt = 1; attempt <= retract_attempts; ++attempt) {
+        std::vector<RedisCommand> del;
+        del.push_back({"DEL", key});
+        if (co_await redis->execute_urgent(std::move(del)) || attempt == retract_attempts) {
+            co_return;
+        }
+        asio::steady_timer pause(co_await asio::this_coro::executor, retract_pause * attempt);
+        co_await pause.async_wait(use_nothrow);
+    }
+}
 
 }  // namespace
 
@@ -187,14 +200,19 @@ void CacheEngine::publish_cancel_key(const ClientKey& client, const ServerKey& s
     std::string value = std::to_string(client.secret) + " " + std::to_string(server.pid) + " " +
                         std::to_string(server.secret) + " " + std::to_string(server.server.port) + " " +
                         server.server.host;
-    publishing_->insert(client.pid);
+    publishing_->emplace(client.pid, false);
     asio::co_spawn(executor_,
                    [redis = redis_, publishing = publishing_, pid = client.pid,
                     key = cancel_key_name(prefix_, client.pid), value = std::move(value)]() -> awaitable<void> {
                        std::vector<RedisCommand> set;
                        set.push_back({"SET", key, value, "NX", "PX", std::to_string(cancel_key_ttl_ms)});
                        co_await redis->execute(std::move(set));
+                       const auto it = publishing->find(pid);
+                       const bool retracted_meanwhile = it != publishing->end() && it->second;
                        publishing->erase(pid);
+                       if (retracted_meanwhile) {
+                           co_await delete_cancel_key(redis, key);
+                       }
                    },
                    asio::detached);
 }
@@ -203,28 +221,11 @@ void CacheEngine::retract_cancel_key(std::int32_t client_pid) {
     if (!redis_) {
         return;
     }
-    // Urgent, like an invalidation, and retried: slow replies under load
-    // open the circuit breaker, which resets the connection and drops what
-    // was queued on it, and a lost DEL leaves the key for its 24 h TTL.
-    asio::co_spawn(executor_,
-                   [redis = redis_, publishing = publishing_, pid = client_pid,
-                    key = cancel_key_name(prefix_, client_pid)]() -> awaitable<void> {
-                       asio::steady_timer wait(co_await asio::this_coro::executor);
-                       for (int waited_ms = 0; publishing->contains(pid) && waited_ms < publish_wait_ms; ++waited_ms) {
-                           wait.expires_after(std::chrono::milliseconds(1));
-                           co_await wait.async_wait(use_nothrow);
-                       }
-                       for (int attempt = 1; attempt <= retract_attempts; ++attempt) {
-                           std::vector<RedisCommand> del;
-                           del.push_back({"DEL", key});
-                           if (co_await redis->execute_urgent(std::move(del)) || attempt == retract_attempts) {
-                               co_return;
-                           }
-                           asio::steady_timer pause(co_await asio::this_coro::executor, retract_pause * attempt);
-                           co_await pause.async_wait(use_nothrow);
-                       }
-                   },
-                   asio::detached);
+    if (auto it = publishing_->find(client_pid); it != publishing_->end()) {
+        it->second = true;  // the publication deletes the key once its SET is done
+        return;
+    }
+    asio::co_spawn(executor_, delete_cancel_key(redis_, cancel_key_name(prefix_, client_pid)), asio::detached);
 }
 
 awaitable<std::optional<ServerKey>> CacheEngine::find_cancel_key(const ClientKey& client) {

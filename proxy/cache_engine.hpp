@@ -6,7 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "cache_rules/shape_cache.hpp"
 #include "proxy/cache_planner.hpp"
@@ -76,11 +76,12 @@ private:
     cache_rules::ShapeCache shapes_{10'000};
     std::string prefix_ = "pgshelf";
     std::string global_key_;
-    // Client pids whose cancel key is still being published: their
-    // retraction waits for it. Both may wait for a reconnection and resume in
+    // Client pids whose cancel key is still being published, and whether the
+    // session has ended meanwhile: then the publication deletes the key after
+    // its SET. Sent apart, both may wait for a reconnection and resume in
     // either order, and a SET after its DEL would outlive the session.
-    std::shared_ptr<std::unordered_set<std::int32_t>> publishing_ =
-        std::make_shared<std::unordered_set<std::int32_t>>();
+    std::shared_ptr<std::unordered_map<std::int32_t, bool>> publishing_ =
+        std::make_shared<std::unordered_map<std::int32_t, bool>>();
     void report_circuit();
     bool circuit_reported_open_ = false;
 };
