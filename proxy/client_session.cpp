@@ -343,10 +343,14 @@ awaitable<void> ClientSession::client_to_server() {
     bool read_needed = true;
     std::vector<asio::const_buffer> out;
     std::deque<std::string> extra;  // bytes pgshelf adds (released batches, injected Parse)
+    char last_type = 0;                // of the last frame looked at
     for (;;) {
         if (read_needed) {
             char* space = client_in_.prepare(min_read);
-            auto [read_ec, n] = co_await client_->read_some(asio::buffer(space, client_in_.free_space()));
+            const bool awaits_answer = streaming == 0 && client_in_.size() == 0 && (last_type == 'S' || last_type == 'Q');
+            auto [read_ec, n] = co_await client_->read_some(
+                asio::buffer(space, client_in_.free_space()),
+                awaits_answer ? Stream::PeerTurn::waits_for_us : Stream::PeerTurn::may_send);
             if (read_ec) {
                 note_end(read_ec == asio::error::eof ? "client closed" : "client: " + read_ec.message());
                 if (writes_in_flight()) {
@@ -387,6 +391,7 @@ awaitable<void> ClientSession::client_to_server() {
             if (peeked.status == DecodeStatus::need_more) {
                 break;
             }
+            last_type = header.type;
             if (peeked.status == DecodeStatus::error) {
                 failed = true;
                 pending_error_sqlstate_ = peeked.ec == pgwire::CodecErrc::message_too_large ? "54000" : "08P01";
@@ -515,10 +520,14 @@ awaitable<void> ClientSession::server_to_client() {
     bool read_needed = true;
     std::deque<std::string> replacements;
     std::vector<asio::const_buffer> out;
+    char last_type = 0;  // of the last frame looked at; 0 after frames skipped unread
     for (;;) {
         if (read_needed) {
             char* space = server_in_.prepare(min_read);
-            auto [read_ec, n] = co_await server_->read_some(asio::buffer(space, server_in_.free_space()));
+            const bool server_idle = streaming == 0 && server_in_.size() == 0 && last_type == 'Z';
+            auto [read_ec, n] = co_await server_->read_some(
+                asio::buffer(space, server_in_.free_space()),
+                server_idle ? Stream::PeerTurn::waits_for_us : Stream::PeerTurn::may_send);
             if (read_ec) {
                 note_end(read_ec == asio::error::eof ? "server closed" : "server: " + read_ec.message());
                 co_return;
@@ -555,7 +564,11 @@ awaitable<void> ClientSession::server_to_client() {
             }
             if (!capture_) {
                 // Rows and the other frames nothing needs to look at, in one sweep.
+                const std::size_t swept_from = pos;
                 pos = pgwire::skip_whole_frames(data, pos, [](char type) { return !backend_needs_inspection(type); });
+                if (pos != swept_from) {
+                    last_type = 0;
+                }
                 if (pos == data.size()) {
                     break;
                 }
@@ -565,6 +578,7 @@ awaitable<void> ClientSession::server_to_client() {
             if (peeked.status == DecodeStatus::need_more) {
                 break;
             }
+            last_type = header.type;
             if (peeked.status == DecodeStatus::error) {
                 failed = true;
                 pending_error_sqlstate_ = "08P01";

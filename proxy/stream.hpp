@@ -41,7 +41,16 @@ public:
     awaitable<error_code> handshake_as_client(ssl::context& context, const std::string& sni,
                                               const std::string& verify_host);
 
-    awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buffer);
+    // Whose turn it is after the bytes read so far. `waits_for_us` when they
+    // end with a message the peer must have answered before it sends more (a
+    // client's Sync or Query; the server's ReadyForQuery): a read after one
+    // that emptied the socket then waits for readiness without trying first.
+    // Anything else, or a peer that closes right after such a message, gets
+    // the first try, so an end of stream already queued is seen.
+    enum class PeerTurn { may_send, waits_for_us };
+
+    awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buffer,
+                                                            PeerTurn turn = PeerTurn::may_send);
     template <typename ConstBufferSequence>
     awaitable<std::tuple<error_code, std::size_t>> write(const ConstBufferSequence& buffers) {
         error_code ec;
@@ -101,8 +110,11 @@ private:
         return rest;
     }
 
+    awaitable<std::tuple<error_code, std::size_t>> try_then_wait(asio::mutable_buffer buffer);
+
     tcp::socket socket_;
     std::unique_ptr<ssl::stream<tcp::socket&>> tls_;
+    bool emptied_ = false;  // the last plain read came up short: see quiet_read.hpp
 };
 
 }  // namespace pgshelf::proxy
