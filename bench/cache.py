@@ -12,6 +12,10 @@ Workloads, each in pgbench's simple, extended and prepared protocol modes:
   nearly all are cache hits;
 - W1: the same reads plus, on about one message in ten, one of the bot's
   writes that invalidate them (payment, execution status, variable).
+- W1-node: W1 as the bot itself sends it, from node-postgres
+  (examples/telegram-bot/workload.js: a pool of clients, one chat's messages
+  in order, workflow versions published now and then, stale reads checked);
+  extended mode = unnamed statements, prepared = named ones.
 
 Every figure that matters is a ratio between targets measured in the same
 run, interleaved (for workload: for rep: for mode: for target, the target
@@ -45,6 +49,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 EXAMPLE = REPO / "examples" / "telegram-bot"
+NODE_MODULES = REPO / "tests" / "integration" / "node" / "node_modules"  # pg, as the tests pin it
 sys.path.insert(0, str(BENCH_DIR))
 import passthrough as pt  # noqa: E402  (CPU accounting, machine description, harness loader)
 
@@ -57,7 +62,8 @@ TARGETS = ["direct", "pgbouncer", "pgpool", "pgshelf"]
 TARGET_LABEL = {"direct": "direct", "pgbouncer": "PgBouncer", "pgpool": "pgpool-II (query cache)",
                 "pgshelf": "pgshelf (cache)"}
 MODES = ["simple", "extended", "prepared"]
-WORKLOADS = ["W2", "W1"]
+WORKLOADS = ["W2", "W1", "W1-node"]
+NODE_WORKLOADS = {"W1-node"}  # run by workload.js, not pgbench: no simple mode (node-postgres binds parameters)
 SWEEP_CLIENTS = [1, 4, 16, 64, 256]
 
 # The bot's statements exactly as examples/telegram-bot/workload.js sends them (rules.toml matches
@@ -271,6 +277,7 @@ class Run:
     cache_hits: int | None = None  # the proxy's own counters
     cache_lookups: int | None = None
     cache_waited: int | None = None  # pgshelf: misses that polled for another fetch of the entry
+    stale_reads: int | None = None  # W1-node: reads that missed a write already committed (must be 0)
     proxy_cpu_s: float | None = None  # the proxy process (pgpool: with its children)
     redis_cpu_s: float | None = None
     foreign_share: float | None = None
@@ -324,6 +331,7 @@ class Bench:
         self.scripts: dict[str, Path] = {}
         self.latencies: dict[tuple[str, str], list[float]] = {}  # (workload, target) -> prepared-mode samples
         self.n = 0
+        self.node_seed = 0  # a new random sequence per workload.js run
 
     # -- servers
 
@@ -364,6 +372,8 @@ class Bench:
                                            env={"REDIS_URL": self.redis.url,
                                                 "PGSHELF_RULES": str(EXAMPLE / "rules.toml")}))
         for w in WORKLOADS:
+            if w in NODE_WORKLOADS:
+                continue
             path = self.tmp / f"{w}.sql"
             path.write_text(script(w, a.users))
             self.scripts[w] = path
@@ -401,6 +411,32 @@ class Bench:
             return hits, hits + misses, None
         return None
 
+    # -- node-postgres (examples/telegram-bot/workload.js)
+
+    def node_cmd(self, mode: str, target: str, seconds: int, clients: int) -> tuple[list[str], dict]:
+        url = f"postgresql://{USER}@127.0.0.1:{self.ports[target]}/{DB}?sslmode=disable"
+        direct = f"postgresql://{USER}@127.0.0.1:{self.ports['direct']}/{DB}?sslmode=disable"
+        self.node_seed += 1
+        # --direct: users, projects and workflow versions from PostgreSQL itself. Every write in
+        # an explicit transaction, for every target, as in W1 (pgpool/pgpool2#172).
+        cmd = ["node", str(EXAMPLE / "workload.js"), "--json", "--url", url, "--direct", direct,
+               "--seconds", str(seconds), "--messages", "0", "--concurrency", str(clients),
+               "--write-ratio", str(WRITE_PERMILLE / 1000), "--zipf", str(ZIPF), "--seed", str(self.node_seed),
+               "--write-transactions"]
+        if mode == "prepared":
+            cmd.append("--prepared")
+        return cmd, self.H.client_env(NODE_PATH=str(NODE_MODULES))
+
+    @staticmethod
+    def node_summary(res) -> dict | None:
+        """workload.js's JSON summary; exit 1 means errors or stale reads, which the summary counts."""
+        if res.returncode not in (0, 1):
+            return None
+        try:
+            return json.loads(res.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            return None
+
     # -- pgbench
 
     def pgbench_cmd(self, workload: str, mode: str, target: str, seconds: int, clients: int,
@@ -435,10 +471,13 @@ class Bench:
         x0 = pt.tree_ticks(proxy.pid) if proxy else None
         y0 = pt.proc_ticks(redis.pid)[0] if redis else None
         m0, ch0, self0, w0 = pt.machine_ticks(), pt.children_cpu(), sum(os.times()[:2]), time.monotonic()
+        if workload in NODE_WORKLOADS:
+            cmd, env = self.node_cmd(mode, target, seconds, clients)
+        else:
+            cmd = self.pgbench_cmd(workload, mode, target, seconds, clients, log_dir / "tx")
+            env = self.H.client_env(PGSSLMODE="disable", PGAPPNAME=f"bench-{target}")
         try:
-            res = subprocess.run(self.pgbench_cmd(workload, mode, target, seconds, clients, log_dir / "tx"),
-                                 env=self.H.client_env(PGSSLMODE="disable", PGAPPNAME=f"bench-{target}"),
-                                 capture_output=True, text=True, timeout=seconds + 120)
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 120)
         except subprocess.TimeoutExpired:
             run.error = "pgbench did not finish in time"
             return run
@@ -452,8 +491,14 @@ class Bench:
             run.redis_cpu_s = (pt.proc_ticks(redis.pid)[0] - y0) / pt.CLK_TCK
         q1, r1 = self.pg_counts()
         c1 = self.cache_counters(target)
-        parsed = pt.parse_pgbench(res.stdout)
-        run.tps, run.transactions, run.failed = parsed["tps"], parsed["transactions"], parsed["failed"]
+        node = self.node_summary(res) if workload in NODE_WORKLOADS else None
+        if node:
+            run.tps, run.transactions = node["messages_per_second"], node["messages"]
+            run.failed, run.stale_reads = node["errors"], node["stale_reads"]
+            run.p50_ms, run.p99_ms = node["latency_ms"]["p50"], node["latency_ms"]["p99"]
+        elif workload not in NODE_WORKLOADS:
+            parsed = pt.parse_pgbench(res.stdout)
+            run.tps, run.transactions, run.failed = parsed["tps"], parsed["transactions"], parsed["failed"]
         run.wall_s = w1 - w0
         run.pg_queries = q1 - q0
         run.pg_reads = {k: r1[k] - r0[k] for k in READS}
@@ -464,6 +509,12 @@ class Bench:
         ours_cpu = (t1 - t0) / pt.CLK_TCK + (ch1 - ch0) + (self1 - self0)
         capacity = (m1[2] - m0[2]) / pt.CLK_TCK
         run.foreign_share = max(0.0, (m1[0] - m0[0]) / pt.CLK_TCK - ours_cpu) / capacity if capacity else None
+        if workload in NODE_WORKLOADS:
+            shutil.rmtree(log_dir, ignore_errors=True)
+            if node is None:
+                tail = (res.stderr or res.stdout).strip().splitlines()[-5:]
+                run.error = f"workload.js exit {res.returncode}: " + " | ".join(tail)
+            return run
         lat = []
         for path in glob.glob(str(log_dir / "tx.*")):
             with open(path) as f:
@@ -488,6 +539,10 @@ class Bench:
 
 # --------------------------------------------------------------------------- reporting
 
+def modes_of(workload: str, modes: list[str]) -> list[str]:
+    return [m for m in modes if m != "simple"] if workload in NODE_WORKLOADS else modes
+
+
 def median(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -496,7 +551,7 @@ def median(xs):
 def summarise(runs: list[Run], workloads, modes, targets) -> list[dict]:
     rows = []
     for w in workloads:
-        for mode in modes:
+        for mode in modes_of(w, modes):
             med = {}
             for t in targets:
                 rs = [r for r in runs if (r.workload, r.mode, r.target) == (w, mode, t) and r.error is None]
@@ -518,6 +573,8 @@ def summarise(runs: list[Run], workloads, modes, targets) -> list[dict]:
                     "proxy_cpu_us_per_tx": median(r.us_per_tx(r.proxy_cpu_s) for r in rs),
                     "redis_cpu_us_per_tx": median(r.us_per_tx(r.redis_cpu_s) for r in rs),
                     "failed": sum(r.failed or 0 for r in rs),
+                    "stale_reads": sum(r.stale_reads or 0 for r in rs) if any(r.stale_reads is not None for r in rs)
+                    else None,
                     "foreign_share_max": max((r.foreign_share or 0 for r in rs), default=None),
                 }
             for t in targets:
@@ -566,7 +623,8 @@ def per_read_table(rows: list[dict]) -> str:
 
 
 # Targets of the issue, per mode: (workload, reference target, minimum TPS ratio).
-TARGET_RATIOS = [("W2", "direct", 5.0), ("W2", "pgpool", 1.5), ("W1", "direct", 3.0), ("W1", "pgpool", 1.0)]
+TARGET_RATIOS = [("W2", "direct", 5.0), ("W2", "pgpool", 1.5), ("W1", "direct", 3.0), ("W1", "pgpool", 1.0),
+                 ("W1-node", "direct", 3.0), ("W1-node", "pgpool", 1.0)]
 
 
 def verdict(rows: list[dict]) -> str:
@@ -670,7 +728,7 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, help="seconds of warm-up per (workload, mode) of the caching targets "
                                                "(pgpool, pgshelf; the others get 1 s) before the first repetition "
                                                "(default 4; --quick 1)")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list from W2,W1")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list from W2,W1,W1-node")
     ap.add_argument("--modes", default=",".join(MODES), help="comma list from simple,extended,prepared")
     ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma list from {','.join(TARGETS)}")
     ap.add_argument("--sweep", default=None,
@@ -701,7 +759,9 @@ def main() -> int:
                 ap.error(f"unknown {what} {x}")
     if "pgshelf" in targets and not a.binary.is_file():
         ap.error(f"no pgshelf binary at {a.binary} (bench/cache builds it)")
-    for tool in ("pgbench", "psql", "pgbouncer", "pgpool", "redis-server"):
+    if NODE_WORKLOADS & set(workloads) and not (NODE_MODULES / "pg").is_dir():
+        ap.error(f"no node-postgres in {NODE_MODULES} (bench/cache installs it: tests/integration/prepare.sh)")
+    for tool in ("pgbench", "psql", "pgbouncer", "pgpool", "redis-server", "node"):
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found on PATH (bench/cache installs it)")
 
@@ -718,7 +778,7 @@ def main() -> int:
     H = pt.load_harness()
     machine = machine_info(a.binary)
     started = time.monotonic()
-    n_runs = len(workloads) * len(modes) * len(targets)
+    n_runs = sum(len(modes_of(w, modes)) for w in workloads) * len(targets)
     est = int(n_runs * (a.reps * (a.duration + 2) + (a.warmup + 1) / 2 + 2)
               + len(sweep_clients) * len(targets) * (a.sweep_duration + 2.5) + 20 + a.transactions / 100000)
     print(f"cache benchmark: {len(workloads)} workloads x {len(modes)} modes x {len(targets)} targets x {a.reps} reps "
@@ -732,7 +792,7 @@ def main() -> int:
         max_clients = max([a.clients, *sweep_clients])
         bench.start(targets, max_clients)
         for w in workloads:
-            for mode in modes:
+            for mode in modes_of(w, modes):
                 if a.warmup > 0:
                     # Fills the caches (pgpool keeps one entry per protocol mode: the statement text
                     # differs) and PostgreSQL's buffers; not measured.
@@ -741,7 +801,7 @@ def main() -> int:
                         if r.error:
                             print(f"warm-up {w} {mode} {t}: {r.error}", file=sys.stderr)
             for rep in range(a.reps):
-                for mi, mode in enumerate(modes):
+                for mi, mode in enumerate(modes_of(w, modes)):
                     k = (rep + mi) % len(targets)  # rotate so no target always runs first or last
                     for t in targets[k:] + targets[:k]:
                         r = bench.measure(w, mode, t, rep, a.duration, keep_latencies=(mode == "prepared"))
@@ -787,6 +847,11 @@ def main() -> int:
     md = markdown(rows, header)
     md += "\n" + verdict(rows)
     md += "\n" + per_read_table(rows)
+    stale = [r for r in rows if r.get("stale_reads") is not None]
+    if stale:
+        md += ("\nW1-node stale reads (reads that did not show a write the workload had already seen committed; "
+               "must be 0): " + ", ".join(f"{r['mode']} {TARGET_LABEL[r['target']]} {r['stale_reads']}"
+                                         for r in stale) + "\n")
     waits = [r for r in rows if r.get("waited_per_1000_lookups") is not None]
     if waits:
         md += ("\npgshelf misses that found another fetch of the same entry under way and polled Redis for its "

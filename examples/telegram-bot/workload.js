@@ -29,6 +29,8 @@
 //   --zipf S            Zipf exponent of user popularity (default 1.2)
 //   --seed N            random seed (default 1)
 //   --prepared          named prepared statements (as many ORMs do) instead of unnamed ones
+//   --write-transactions every write in an explicit transaction, also the one-statement
+//                       ones (for poolers that lose extended-protocol autocommit writes)
 //   --json              print the summary as one JSON object
 // Exit status: 0; 1 when there were errors or stale reads; 2 when it could not run.
 const { Pool, Client } = require('pg');
@@ -49,6 +51,7 @@ function parseArgs(argv) {
     zipf: 1.2,
     seed: 1,
     prepared: false,
+    writeTransactions: false,
     json: false,
   };
   const numeric = { '--messages': 'messages', '--seconds': 'seconds', '--concurrency': 'concurrency',
@@ -59,6 +62,7 @@ function parseArgs(argv) {
     else if (arg === '--direct') opts.direct = argv[++i];
     else if (numeric[arg]) opts[numeric[arg]] = Number(argv[++i]);
     else if (arg === '--prepared') opts.prepared = true;
+    else if (arg === '--write-transactions') opts.writeTransactions = true;
     else if (arg === '--json') opts.json = true;
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(require('fs').readFileSync(__filename, 'utf8').split('\n')
@@ -205,6 +209,7 @@ class Bot {
     this.sent.rollback = 0;
     this.errors = [];
     this.stale = [];
+    this.latencies = []; // ms per handled message, reads and writes
     this.expect = new Map(); // chat -> what its next message must read
     this.published = new Map(); // project -> { id, at } of the last publish that committed
     this.publishing = false;
@@ -263,8 +268,24 @@ class Bot {
       if (this.random() < this.opts.writeRatio) {
         await this.write(client, chat, userId, projectId, { profile, waiting });
       }
+      this.latencies.push(performance.now() - started);
     } finally {
       client.release();
+    }
+  }
+
+  // One statement as the bot's single writes send it: autocommit, or inside
+  // BEGIN/COMMIT with --write-transactions.
+  async single(client, name, values) {
+    if (!this.opts.writeTransactions) return this.q(client, name, values);
+    await this.raw(client, 'BEGIN');
+    try {
+      const result = await this.q(client, name, values);
+      await this.raw(client, 'COMMIT');
+      return result;
+    } catch (error) {
+      await this.raw(client, 'ROLLBACK').catch(() => {});
+      throw error;
     }
   }
 
@@ -291,16 +312,16 @@ class Bot {
     } else if (pick < 0.7) {
       // The chat's execution moves on, or starts waiting for a message again.
       if (seen.waiting) {
-        await this.q(client, 'executionResume', ['running', { node: 'resumed' }, projectId, userId, 'message']);
+        await this.single(client, 'executionResume', ['running', { node: 'resumed' }, projectId, userId, 'message']);
         this.expect.set(chat, { ...this.expect.get(chat), waiting: false });
       } else {
-        const result = await this.q(client, 'executionWait', ['message', { node: 'ask' }, projectId, userId]);
+        const result = await this.single(client, 'executionWait', ['message', { node: 'ask' }, projectId, userId]);
         if (result.rowCount > 0) this.expect.set(chat, { ...this.expect.get(chat), waiting: true });
       }
     } else {
       const key = this.random() < 0.5 ? 'step' : 'city';
       const value = `${key}-${Math.floor(this.random() * 1e6)}`;
-      await this.q(client, 'variableSet', [value, userId, projectId, key]);
+      await this.single(client, 'variableSet', [value, userId, projectId, key]);
       this.expect.set(chat, { ...this.expect.get(chat), variable: { key, value } });
     }
   }
@@ -396,11 +417,15 @@ async function main() {
   await pool.end();
 
   const sentReads = READS.reduce((n, r) => n + bot.sent[r], 0);
+  const latencies = Float64Array.from(bot.latencies).sort();
+  const percentile = (q) => (latencies.length
+    ? Number(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))].toFixed(3)) : null);
   const sentTotal = Object.values(bot.sent).reduce((a, b) => a + b, 0);
   const summary = {
     messages: handled,
     seconds: Number(elapsed.toFixed(2)),
     messages_per_second: Number((handled / elapsed).toFixed(1)),
+    latency_ms: { p50: percentile(0.5), p99: percentile(0.99) },
     sent: { total: sentTotal, reads: sentReads, writes: sentTotal - sentReads, by_statement: bot.sent },
     received: null,
     hit_rate: null,
