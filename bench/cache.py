@@ -781,7 +781,7 @@ def main() -> int:
     n_runs = sum(len(modes_of(w, modes)) for w in workloads) * len(targets)
     est = int(n_runs * (a.reps * (a.duration + 2) + (a.warmup + 1) / 2 + 2)
               + len(sweep_clients) * len(targets) * (a.sweep_duration + 2.5) + 20 + a.transactions / 100000)
-    print(f"cache benchmark: {len(workloads)} workloads x {len(modes)} modes x {len(targets)} targets x {a.reps} reps "
+    print(f"cache benchmark: {n_runs // len(targets)} (workload, mode) pairs x {len(targets)} targets x {a.reps} reps "
           f"x {a.duration}s, sweep {sweep_clients or 'off'}: about {est // 60} min {est % 60} s", file=sys.stderr)
 
     runs: list[Run] = []
