@@ -28,6 +28,8 @@
 //   --write-ratio R     share of messages that write (default 0.1)
 //   --zipf S            Zipf exponent of user popularity (default 1.2)
 //   --seed N            random seed (default 1)
+//   --rank-by-id        the lowest user ids are the most popular (as pgbench's
+//                       random_zipfian), instead of ranks in a seeded random order
 //   --prepared          named prepared statements (as many ORMs do) instead of unnamed ones
 //   --write-transactions every write in an explicit transaction, also the one-statement
 //                       ones (for poolers that lose extended-protocol autocommit writes)
@@ -52,6 +54,7 @@ function parseArgs(argv) {
     seed: 1,
     prepared: false,
     writeTransactions: false,
+    rankById: false,
     json: false,
   };
   const numeric = { '--messages': 'messages', '--seconds': 'seconds', '--concurrency': 'concurrency',
@@ -63,6 +66,7 @@ function parseArgs(argv) {
     else if (numeric[arg]) opts[numeric[arg]] = Number(argv[++i]);
     else if (arg === '--prepared') opts.prepared = true;
     else if (arg === '--write-transactions') opts.writeTransactions = true;
+    else if (arg === '--rank-by-id') opts.rankById = true;
     else if (arg === '--json') opts.json = true;
     else if (arg === '--help' || arg === '-h') {
       process.stdout.write(require('fs').readFileSync(__filename, 'utf8').split('\n')
@@ -124,11 +128,11 @@ function mulberry32(seed) {
 }
 
 // Chats (user, project) ranked by popularity: P(rank r) ~ 1 / r^s. Ranks
-// are assigned to chats in a seeded random order.
-function zipfChats(users, projects, s, random) {
+// are assigned to chats in a seeded random order, or by user id.
+function zipfChats(users, projects, s, random, rankById) {
   const chats = [];
   for (let u = 1; u <= users; u++) for (let p = 1; p <= projects; p++) chats.push([u, p]);
-  for (let i = chats.length - 1; i > 0; i--) {
+  for (let i = rankById ? 0 : chats.length - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));
     [chats[i], chats[j]] = [chats[j], chats[i]];
   }
@@ -386,7 +390,7 @@ async function main() {
   pool.on('error', (error) => console.error('idle client error:', error.message));
   const bot = new Bot(pool, opts, random);
   for (const r of startVersions) bot.versions.set(r.p, r.v);
-  const nextChat = zipfChats(users, projects, opts.zipf, random);
+  const nextChat = zipfChats(users, projects, opts.zipf, random, opts.rankById);
 
   const started = performance.now();
   const deadline = opts.seconds ? started + opts.seconds * 1000 : Infinity;
