@@ -45,8 +45,13 @@ public:
     // end with a message the peer must have answered before it sends more (a
     // client's Sync or Query; the server's ReadyForQuery): a read after one
     // that emptied the socket then waits for readiness without trying first.
-    // Anything else, or a peer that closes right after such a message, gets
-    // the first try, so an end of stream already queued is seen.
+    // Every other read tries first, so an end of stream queued behind the
+    // last message (a backend's 57P02 notice, then FIN) is seen at once.
+    // A peer that closes right after such a message is seen when pgshelf
+    // next writes to it (its kernel answers with a reset): a client after
+    // the response to its query, as PostgreSQL itself notices by default;
+    // a backend killed just after its ReadyForQuery at the client's next
+    // request.
     enum class PeerTurn { may_send, waits_for_us };
 
     awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buffer,
